@@ -1,0 +1,1 @@
+"""ONNX export, INT8 quantization, verification, latency and reports."""

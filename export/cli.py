@@ -1,0 +1,65 @@
+"""Re-export and re-measure every kept checkpoint of a finished run.
+
+    python -m distilprune.export.cli runs/<recipe>/<time> [--threads 2] [--runs 50]
+
+Writes into ``<run>/reexports/<time>/`` (a new directory each time): nothing the training run wrote
+is overwritten. Uses the run's saved recipe, tokenizer and the teacher recorded in run_info.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from distilprune.config import ConfigError, load_recipe
+from distilprune.errors import DistilpruneError
+
+
+def reexport(run_dir: Path, threads: int | None = None, runs: int | None = None) -> Path:
+    from distilprune.data import load_data
+    from distilprune.export.report import print_report
+    from distilprune.export.run_export import export_run
+    from distilprune.teacher import load_teacher, load_tokenizer
+
+    recipe_path, info_path = run_dir / "recipe.yaml", run_dir / "run_info.json"
+    if not recipe_path.is_file() or not info_path.is_file():
+        raise ConfigError(
+            f"{run_dir} is not a finished distilprune run: it needs recipe.yaml and run_info.json. "
+            f"Give a directory like runs/<recipe>/<time>/."
+        )
+    overrides = [f"export.threads={threads}"] if threads else []
+    overrides += [f"export.latency_runs={runs}"] if runs else []
+    recipe = load_recipe([f"recipe={recipe_path}", *overrides])
+    run_info = json.loads(info_path.read_text())
+    data = load_data(recipe.data)
+    tokenizer = load_tokenizer(str(run_dir / "tokenizer"), str(run_dir / "tokenizer"))
+    teacher_source = run_info["teacher"]["source"]
+    teacher = load_teacher(teacher_source, teacher_source, num_labels=None)
+    out_dir = run_dir / "reexports" / time.strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=False)
+    report, json_path = export_run(run_dir, out_dir, recipe, teacher, tokenizer, data, extra={"training": run_info})
+    print_report(report, json_path)
+    return json_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--threads", type=int, default=None, help="threads for every latency measurement")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per latency measurement")
+    args = parser.parse_args(argv)
+    try:
+        reexport(args.run_dir, args.threads, args.runs)
+    except DistilpruneError as error:
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
+        return error.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""Typed, strict recipes.
+
+Precedence: schema defaults < recipe YAML < command line (``key=value``). An unknown key or a value
+of the wrong type fails at load time with a :class:`~distilprune.errors.ConfigError` that names the
+key and suggests the closest valid one. The fully resolved recipe is saved into each run directory,
+and ``recipe=runs/<name>/<time>/recipe.yaml`` replays it.
+
+Every field carries a docstring-style comment: it is the reference for what a recipe may say.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distilprune.errors import ConfigError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+@dataclass
+class TeacherConfig:
+    model: str = "minilm-l6"
+    """Built-in asset name (see ``distilprune.assets.ASSETS``), a local model directory, or a hub id."""
+    finetuned: bool = False
+    """True: the teacher is already fine-tuned for the task and is used as it is."""
+    epochs: int = 3
+    """Fine-tuning epochs when ``finetuned`` is false (the result is cached)."""
+    lr: float = 5e-5
+    """Peak AdamW learning rate for teacher fine-tuning (linear warmup, linear decay)."""
+    batch_size: int = 32
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+
+
+@dataclass
+class StudentConfig:
+    num_layers: int = 4
+    """Depth of the DistilBERT student; at most the teacher's depth."""
+    init_layers: list[int] | None = None
+    """Teacher block copied into each student block; null = evenly spaced incl. first and last."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "rotten-tomatoes"
+    """Built-in asset name, a local csv/tsv/json/jsonl/parquet file, or a hub dataset id."""
+    text_column: str = "text"
+    label_column: str = "label"
+    max_seq_len: int = 128
+    """Tokens per example after truncation; batches are padded only to their longest example."""
+    train_examples: int | None = None
+    """Use only the first N (shuffled, seeded) training examples; null = all."""
+    eval_examples: int | None = None
+    """Use only the first N validation and test examples; null = all."""
+    validation_fraction: float = 0.1
+    """Used only for sources without their own validation split."""
+    test_fraction: float = 0.1
+    """Used only for sources without their own test split."""
+    split_seed: int = 42
+    """Seed of the fixed train/validation/test split (independent of the training seed)."""
+    eval_batch_size: int = 64
+
+
+@dataclass
+class DistillConfig:
+    temperature: float = 2.0
+    """Softmax temperature T of the KL term; the term is scaled by T^2."""
+    kd_weight: float = 0.9
+    """Weight of KL(teacher_T || student_T) * T^2."""
+    ce_weight: float = 0.1
+    """Weight of cross-entropy with the gold labels."""
+    hidden_loss: str = "none"
+    """none | cosine | mse: match student block outputs to their source teacher blocks."""
+    hidden_weight: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run all epochs)."""
+    batch_size: int = 32
+    lr: float = 1e-4
+    """Peak AdamW learning rate of the student weights."""
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    precision: str = "auto"
+    """auto | 32-true | bf16-mixed | 16-mixed (CUDA only). auto = bf16-mixed where the CPU (AVX-512
+    BF16 / AMX) or GPU runs bf16 natively, 16-mixed on older GPUs, else 32-true."""
+    accelerator: str = "auto"
+    devices: int = 1
+    threads: int | None = None
+    """torch intra-op threads for training; null = torch's default."""
+    val_every_epochs: int = 1
+    log_every_steps: int = 10
+    progress_bar: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    wandb: bool = True
+    """Log to Weights & Biases; offline unless WANDB_MODE or WANDB_API_KEY says otherwise."""
+    wandb_project: str = "distilprune"
+    csv: bool = True
+    """Also write metrics to <run>/metrics/ as CSV."""
+
+
+@dataclass
+class ExportConfig:
+    enabled: bool = True
+    """Export, quantize and verify every kept checkpoint when training ends."""
+    opset: int = 17
+    parity_atol: float = 1e-4
+    """Largest allowed |ONNX fp32 - PyTorch| logit difference."""
+    latency_batch_size: int = 1
+    latency_seq_len: int = 128
+    latency_warmup: int = 10
+    latency_runs: int = 50
+    threads: int = 2
+    """Threads for every latency measurement (PyTorch and ONNX Runtime alike)."""
+
+
+@dataclass
+class Recipe:
+    name: str = "unnamed"
+    """Run directories go to <output_dir>/<name>/<timestamp>/."""
+    seed: int = 42
+    output_dir: str = "runs"
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "distill.hidden_loss": ("none", "cosine", "mse"),
+    "train.precision": ("auto", "32-true", "bf16-mixed", "16-mixed"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+def available_recipes() -> list[str]:
+    """Names accepted by ``recipe=NAME``: paths under recipes/ without the .yaml suffix."""
+    return sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.rglob("*.yaml"))
+
+
+def find_recipe(name: str) -> Path:
+    """``quickstart`` -> recipes/quickstart.yaml; a path to a .yaml file is taken as it is."""
+    as_path = Path(name).expanduser()
+    if as_path.suffix in (".yaml", ".yml"):
+        if as_path.is_file():
+            return as_path
+        raise ConfigError(
+            f"Recipe file {name} does not exist. Give a path to an existing .yaml file (for example a "
+            f"run's saved runs/<name>/<time>/recipe.yaml) or a built-in recipe name: "
+            f"{', '.join(available_recipes())}."
+        )
+    candidate = RECIPES_DIR / f"{name}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = available_recipes()
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    hint = f" Did you mean recipe={close[0]}?" if close else ""
+    raise ConfigError(
+        f"There is no recipe named {name!r}.{hint} Available recipes: {', '.join(names)}. "
+        f"Run: python train/distill.py recipe=<name> [key=value ...]"
+    )
+
+
+def parse_cli(argv: list[str]) -> tuple[str | None, dict[str, str]]:
+    """Split ``recipe=NAME a.b=1 ...`` into the recipe name and a {dotted key: raw value} dict."""
+    recipe_name, overrides = None, {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("-")
+        if not sep or not key:
+            raise ConfigError(
+                f"Cannot read the argument {arg!r}: arguments are key=value pairs, e.g. "
+                f"recipe=quickstart train.epochs=2."
+            )
+        if key == "recipe":
+            recipe_name = value
+        else:
+            overrides[key.removeprefix("recipe.")] = value
+    return recipe_name, overrides
+
+
+def load_recipe(argv: list[str], default: str = "quickstart") -> Recipe:
+    """Resolve a recipe from command-line arguments: schema < YAML < ``key=value`` overrides."""
+    recipe_name, overrides = parse_cli(argv)
+    path = find_recipe(recipe_name or default)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"Recipe {path} is not valid YAML: {error}. Fix the file's syntax.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Recipe {path} must be a mapping of keys to values, not {type(data).__name__}.")
+    data.setdefault("name", str(path.relative_to(RECIPES_DIR).with_suffix("")) if _is_under(path, RECIPES_DIR) else path.stem)
+    for dotted, raw in overrides.items():
+        _set_dotted(data, dotted, yaml.safe_load(raw) if raw != "" else "")
+    return recipe_from_dict(data, source=str(path))
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "<dict>") -> Recipe:
+    """Build and validate a :class:`Recipe` from nested plain data."""
+    recipe = _build(Recipe, data, prefix="", source=source)
+    validate(recipe)
+    return recipe
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    return dataclasses.asdict(recipe)
+
+
+def save_recipe(recipe: Recipe, path: Path) -> None:
+    """Write the fully resolved recipe; loading it back gives an equal Recipe."""
+    header = (
+        f"# Resolved recipe of run {path.parent}. Replay it with:\n"
+        f"#   python train/distill.py recipe={path}\n"
+    )
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(header + yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+    tmp.replace(path)
+
+
+def _is_under(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _build(cls, data: Any, prefix: str, source: str):
+    where = prefix.rstrip(".") or "the recipe"
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{where} in {source} must be a section of key: value pairs, got {data!r}."
+        )
+    hints = typing.get_type_hints(cls)
+    names = _field_names(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(
+                f"Unknown recipe key {prefix}{key!r} (from {source}).{_suggest(str(key), names)} "
+                f"Valid keys under {where}: {', '.join(names)}."
+            )
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}", source)
+    return cls(**kwargs)
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(tp, value: Any, key: str, source: str):
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, f"{key}.", source)
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key, source)
+            except ConfigError:
+                continue
+    elif origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, list):
+            return [_coerce(item, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(
+        f"Recipe key {key!r} (from {source}) expects {_type_name(tp)}, got {value!r} "
+        f"({type(value).__name__}). Set it to a value of that type, e.g. {key}=<{_type_name(tp)}>."
+    )
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate(recipe: Recipe) -> None:
+    """Value checks that types alone cannot express."""
+    for dotted, choices in CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(recipe, section), key)
+        _check(
+            value in choices,
+            f"Recipe key {dotted!r} is {value!r}; choose one of {', '.join(choices)}."
+            + _suggest(str(value), list(choices)),
+        )
+    t, d, e = recipe.train, recipe.data, recipe.export
+    _check(t.epochs >= 1 or t.max_steps > 0, "train.epochs must be at least 1 (or set train.max_steps).")
+    _check(t.batch_size >= 1 and recipe.teacher.batch_size >= 1, "Batch sizes must be at least 1.")
+    _check(t.lr > 0 and recipe.teacher.lr > 0, "Learning rates must be positive.")
+    _check(0 <= t.warmup_ratio < 1 and 0 <= recipe.teacher.warmup_ratio < 1, "warmup_ratio must be in [0, 1).")
+    _check(d.max_seq_len >= 8, f"data.max_seq_len is {d.max_seq_len}; use at least 8 tokens.")
+    _check(
+        0 < d.validation_fraction < 1 and 0 < d.test_fraction < 1 and d.validation_fraction + d.test_fraction < 1,
+        "data.validation_fraction and data.test_fraction must each be in (0, 1) and sum to less than 1.",
+    )
+    for key in ("train_examples", "eval_examples"):
+        value = getattr(d, key)
+        _check(value is None or value >= 1, f"data.{key} must be null (all) or at least 1, got {value}.")
+    dist = recipe.distill
+    _check(dist.temperature > 0, "distill.temperature must be positive.")
+    _check(
+        min(dist.kd_weight, dist.ce_weight, dist.hidden_weight) >= 0
+        and dist.kd_weight + dist.ce_weight + dist.hidden_weight > 0,
+        "distill.kd_weight, ce_weight and hidden_weight must be non-negative and not all zero.",
+    )
+    _check(
+        (dist.hidden_loss == "none") == (dist.hidden_weight == 0),
+        "distill.hidden_loss and distill.hidden_weight go together: set hidden_loss to cosine or mse "
+        "with hidden_weight > 0, or hidden_loss=none with hidden_weight=0.",
+    )
+    _check(e.latency_runs >= 1 and e.latency_warmup >= 0, "export.latency_runs must be >= 1 and latency_warmup >= 0.")
+    _check(e.threads >= 1, "export.threads must be at least 1.")
+    _check(e.parity_atol > 0, "export.parity_atol must be positive.")

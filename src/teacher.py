@@ -1,0 +1,119 @@
+"""Loading a BERT-family teacher from an asset, a local directory or the hub, and caching the
+fine-tuned result.
+
+The fine-tuning itself is training, so it lives in ``train/``; this module only resolves sources,
+computes the cache key and reads/writes the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from distilprune import assets
+from distilprune.architectures import architecture_of
+from distilprune.errors import ModelError
+
+TEACHER_META = "distilprune_teacher.json"
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith(("/", "./", "../", "~")) or os.sep in spec and Path(spec).expanduser().exists()
+
+
+def resolve_teacher(spec: str) -> tuple[str, str]:
+    """(where to load from, a stable identity for cache keys)."""
+    if assets.is_asset(spec):
+        asset = assets.ASSETS[spec]
+        if asset.kind != "model":
+            raise ModelError(f"Built-in asset {spec!r} is a {asset.kind}, not a model. Model assets: "
+                             f"{', '.join(n for n, a in assets.ASSETS.items() if a.kind == 'model')}.")
+        return str(assets.fetch(spec)), f"asset:{spec}:{asset.sha256}"
+    if _looks_like_path(spec):
+        path = Path(spec).expanduser()
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ModelError(
+                f"The teacher path {spec} does not exist or is not a model directory (it needs a "
+                f"config.json and weights). Fix teacher.model, or use the built-in teacher: "
+                f"teacher.model=minilm-l6."
+            )
+        weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+        digest = hashlib.sha256()
+        for file in [path / "config.json", *weights]:
+            digest.update(file.name.encode())
+            digest.update(str(file.stat().st_size).encode())
+            digest.update(str(int(file.stat().st_mtime)).encode())
+        return str(path.resolve()), f"local:{path.resolve()}:{digest.hexdigest()[:16]}"
+    return spec, f"hub:{spec}"
+
+
+def load_tokenizer(source: str, spec: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except Exception as error:
+        raise ModelError(_load_failure(spec, "tokenizer", error)) from None
+
+
+def load_teacher(source: str, spec: str, num_labels: int | None, label_names: list[str] | None = None) -> nn.Module:
+    """A Hugging Face sequence classifier in eval mode, with eager attention.
+
+    Eager attention keeps the model exportable in the form ONNX Runtime fuses, and lets the
+    student copy reproduce its numerics; ``num_labels=None`` keeps the checkpoint's own head.
+    """
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    kwargs: dict[str, Any] = {"attn_implementation": "eager"}
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+        if label_names:
+            kwargs["id2label"] = dict(enumerate(label_names))
+            kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected here
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
+    except Exception as error:
+        raise ModelError(_load_failure(spec, "model", error)) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    architecture_of(model)  # fail now, with the table's message, for unsupported families
+    return model.eval()
+
+
+def _load_failure(spec: str, what: str, error: Exception) -> str:
+    offline = " The Hugging Face hub is not reachable from this machine." if os.environ.get("HF_HUB_OFFLINE") else ""
+    return (
+        f"Could not load the teacher {what} {spec!r} ({type(error).__name__}: {str(error).splitlines()[0][:200]})."
+        f"{offline} teacher.model must be a built-in asset ({', '.join(n for n, a in assets.ASSETS.items() if a.kind == 'model')}), "
+        f"an existing local model directory, or a hub id that this machine can download."
+    )
+
+
+def finetune_cache_key(identity: str, data_info: dict, settings: dict, max_seq_len: int, seed: int) -> str:
+    """sha256 over everything that changes the fine-tuned teacher."""
+    payload = json.dumps(
+        {"teacher": identity, "data": data_info, "settings": settings, "max_seq_len": max_seq_len,
+         "seed": seed, "format": 1},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def finetuned_cache_dir(key: str) -> Path:
+    return assets.cache_root() / "teachers" / key
+
+
+def read_cached_teacher(key: str) -> tuple[Path, dict] | None:
+    directory = finetuned_cache_dir(key)
+    meta = directory / TEACHER_META
+    if meta.is_file():
+        return directory, json.loads(meta.read_text())
+    return None

@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny random BERT teachers (hidden 64, heads of 32) that build in milliseconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(59)] + [
+    "good", "bad", "movie", "great", "awful", "fun", "dull", "plot",
+]
+
+
+def tiny_bert(num_layers: int = 3, num_labels: int = 2, hidden: int = 64, heads: int = 2, seed: int = 0):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=num_layers, num_attention_heads=heads,
+        intermediate_size=2 * hidden, max_position_embeddings=64, num_labels=num_labels,
+        attn_implementation="eager",
+    )
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():  # non-trivial token-type and LayerNorm params, so the parity test means something
+        for name, param in model.named_parameters():
+            if "LayerNorm" in name or "token_type" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    return model
+
+
+def save_tiny_teacher(directory: Path, num_layers: int = 3, num_labels: int = 2) -> Path:
+    """A local model directory (config, weights, WordPiece tokenizer) like a hub checkpoint."""
+    from transformers import BertTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB) + "\n")
+    BertTokenizer(vocab_file=str(vocab), do_lower_case=True).save_pretrained(str(directory))
+    tiny_bert(num_layers, num_labels).save_pretrained(str(directory))
+    return directory
+
+
+def write_sentiment_csv(path: Path, rows: int = 96, label_offset: int = 0) -> Path:
+    """A small labelled csv with a learnable signal (good/great/fun vs bad/awful/dull)."""
+    import random
+
+    rng = random.Random(0)
+    lines = ["sentence,label"]
+    for i in range(rows):
+        label = i % 2
+        words = rng.sample(["good", "great", "fun"] if label else ["bad", "awful", "dull"], 2)
+        lines.append(f"{words[0]} movie {words[1]} plot,{label + label_offset}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def tiny_teacher():
+    return tiny_bert()
+
+
+@pytest.fixture
+def batch():
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(5, len(VOCAB), (3, 12), generator=generator)
+    input_ids[:, 0] = 2  # [CLS]
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 8:] = 0
+    attention_mask[2, 4:] = 0
+    return input_ids, attention_mask

@@ -1,0 +1,80 @@
+"""Facts about the DistilBERT student built from a BERT teacher."""
+
+import pytest
+import torch
+
+from distilprune.architectures import ARCHITECTURES, LAYER_PARTS, layer_part
+from distilprune.errors import ModelError
+from distilprune.students import DistilBertStudent, StudentConfig, student_from_teacher
+from distilprune.students.from_teacher import default_init_layers
+
+
+def test_student_keeping_all_layers_reproduces_teacher_logits(tiny_teacher, batch):
+    student = student_from_teacher(tiny_teacher, num_layers=3).eval()
+    input_ids, attention_mask = batch
+    with torch.no_grad():
+        expected = tiny_teacher(input_ids=input_ids, attention_mask=attention_mask).logits
+        actual = student(input_ids, attention_mask)
+    assert (actual - expected).abs().max().item() < 1e-4
+
+
+def test_student_copies_the_chosen_teacher_layers(tiny_teacher):
+    student = student_from_teacher(tiny_teacher, num_layers=2, init_layers=[0, 2])
+    assert student.config.source_layers == [0, 2]
+    for student_index, teacher_index in enumerate([0, 2]):
+        for part in LAYER_PARTS:
+            mine, theirs = layer_part(student, student_index, part), layer_part(tiny_teacher, teacher_index, part)
+            assert torch.equal(mine.weight, theirs.weight), part
+
+
+def test_student_parameter_names_follow_distilbert():
+    names = set(DistilBertStudent(StudentConfig(50, 64, 32, [2], [128])).state_dict())
+    table = ARCHITECTURES["distilbert"]
+    for part in ("query", "ffn_in", "ffn_out", "attn_norm"):
+        assert f"{table.layers}.0.{table.layer[part]}.weight" in names
+    assert not any("token_type" in name for name in names)
+
+
+def test_default_init_layers_include_first_and_last():
+    assert default_init_layers(6, 4) == [0, 2, 3, 5]
+    assert default_init_layers(12, 1) == [11]
+
+
+@pytest.mark.parametrize(
+    "num_layers, init_layers, fragment",
+    [(4, None, "cannot be deeper"), (2, [0, 3], "outside the teacher's layers"), (2, [0], "exactly one")],
+)
+def test_bad_layer_choices_are_explained(tiny_teacher, num_layers, init_layers, fragment):
+    with pytest.raises(ModelError, match=fragment):
+        student_from_teacher(tiny_teacher, num_layers=num_layers, init_layers=init_layers)
+
+
+def test_save_then_load_gives_identical_logits(tmp_path, tiny_teacher, batch):
+    student = student_from_teacher(tiny_teacher, num_layers=2).eval()
+    student.save(tmp_path)
+    loaded = DistilBertStudent.load(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(student(*batch), loaded(*batch))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_truncated_checkpoint_gives_a_clear_error(tmp_path, tiny_teacher):
+    student_from_teacher(tiny_teacher, num_layers=2).save(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelError, match="truncated or were not written by distilprune"):
+        DistilBertStudent.load(tmp_path)
+
+
+def test_layers_with_no_heads_or_no_ffn_still_run(batch):
+    config = StudentConfig(vocab_size=80, hidden_size=64, head_dim=32, heads_per_layer=[2, 0, 1], ffn_width_per_layer=[128, 0, 7])
+    student = DistilBertStudent(config).eval()
+    with torch.no_grad():
+        logits = student(*batch)
+    assert logits.shape == (3, 2) and torch.isfinite(logits).all()
+
+
+def test_hidden_states_are_embeddings_plus_one_per_layer(tiny_teacher, batch):
+    student = student_from_teacher(tiny_teacher, num_layers=2).eval()
+    logits, hidden = student(*batch, output_hidden_states=True)
+    assert len(hidden) == 3 and hidden[-1].shape == (3, 12, 64)

@@ -1,0 +1,1 @@
+"""Lightning side of distilprune: modules, data, callbacks and the pipeline entry points."""

@@ -1,0 +1,153 @@
+"""LightningModules: fine-tuning a teacher, and distilling a teacher into a student."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import nn
+
+from distilprune.losses import hidden_state_loss, kd_kl_loss
+
+
+def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
+    """LR factor rising linearly to 1 over warmup_ratio * total_steps, then decaying linearly to 0."""
+    warmup = max(1, int(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases and LayerNorm weights (1-D tensors)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+class _ScheduledModule(L.LightningModule):
+    lr: float
+    weight_decay: float
+    warmup_ratio: float
+
+    def _optimizer_and_schedule(self, groups: list[dict]):
+        optimizer = torch.optim.AdamW(groups, lr=self.lr)
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = linear_warmup_decay(optimizer, total, self.warmup_ratio)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class ClassifierFinetuneModule(_ScheduledModule):
+    """Plain supervised fine-tuning of a Hugging Face sequence classifier (the teacher)."""
+
+    def __init__(self, model: nn.Module, num_labels: int, lr: float, weight_decay: float, warmup_ratio: float) -> None:
+        super().__init__()
+        self.model = model
+        self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
+        self.val_accuracy = torchmetrics.classification.MulticlassAccuracy(num_labels, average="micro")
+
+    def training_step(self, batch, batch_idx):
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = F.cross_entropy(logits.float(), batch["labels"])
+        self.log("teacher/train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        self.val_accuracy.update(logits.argmax(-1), batch["labels"])
+        self.log("teacher/val_acc", self.val_accuracy, prog_bar=True)
+
+    def configure_optimizers(self):
+        return self._optimizer_and_schedule(decay_groups(self.model, self.weight_decay))
+
+
+class DistillationModule(_ScheduledModule):
+    """Distil a frozen teacher into ``student``.
+
+    loss = kd_weight * KL(teacher_T || student_T) * T^2 + ce_weight * CE(student, labels)
+           + hidden_weight * hidden-state loss (student block i vs its source teacher block).
+
+    The teacher is deliberately *not* registered as a submodule: it never appears in this module's
+    state_dict, so it is never written into a student checkpoint, and the optimizer never sees it.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, distill_cfg, train_cfg, num_labels: int) -> None:
+        super().__init__()
+        self.student = student
+        object.__setattr__(self, "teacher", teacher)  # hidden from nn.Module registration
+        self.teacher.eval().requires_grad_(False)
+        self.cfg = distill_cfg
+        self.lr, self.weight_decay, self.warmup_ratio = train_cfg.lr, train_cfg.weight_decay, train_cfg.warmup_ratio
+        self.needs_hidden = distill_cfg.hidden_loss != "none"
+        teacher_width = teacher.config.hidden_size if hasattr(teacher.config, "hidden_size") else teacher.config.dim
+        self.hidden_projection = (
+            nn.Linear(student.config.hidden_size, teacher_width)
+            if self.needs_hidden and student.config.hidden_size != teacher_width
+            else None
+        )
+        self.train_accuracy = torchmetrics.classification.MulticlassAccuracy(num_labels, average="micro")
+        self.val_accuracy = torchmetrics.classification.MulticlassAccuracy(num_labels, average="micro")
+
+    def on_fit_start(self) -> None:
+        self.teacher.to(self.device).eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # Lightning toggles train mode on the module; the teacher stays frozen
+        return self
+
+    @torch.no_grad()
+    def teacher_outputs(self, batch) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        out = self.teacher(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            output_hidden_states=self.needs_hidden,
+        )
+        return out.logits, (list(out.hidden_states) if self.needs_hidden else None)
+
+    def training_step(self, batch, batch_idx):
+        teacher_logits, teacher_hidden = self.teacher_outputs(batch)
+        if self.needs_hidden:
+            student_logits, student_hidden = self.student(
+                batch["input_ids"], batch["attention_mask"], output_hidden_states=True
+            )
+        else:
+            student_logits = self.student(batch["input_ids"], batch["attention_mask"])
+        kd = kd_kl_loss(student_logits, teacher_logits, self.cfg.temperature)
+        ce = F.cross_entropy(student_logits.float(), batch["labels"])
+        loss = self.cfg.kd_weight * kd + self.cfg.ce_weight * ce
+        if self.needs_hidden:
+            sources = self.student.config.source_layers
+            hidden = torch.stack([
+                hidden_state_loss(
+                    student_hidden[i + 1], teacher_hidden[src + 1], batch["attention_mask"],
+                    self.cfg.hidden_loss, self.hidden_projection,
+                )
+                for i, src in enumerate(sources)
+            ]).mean()
+            loss = loss + self.cfg.hidden_weight * hidden
+            self.log("train/hidden_loss", hidden)
+        self.train_accuracy.update(student_logits.argmax(-1), batch["labels"])
+        self.log_dict({"train/loss": loss, "train/kd_loss": kd, "train/ce_loss": ce}, prog_bar=False)
+        self.log("train/acc", self.train_accuracy, on_step=True, on_epoch=False)
+        self.log("loss", loss, prog_bar=True, logger=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        logits = self.student(batch["input_ids"], batch["attention_mask"])
+        self.val_accuracy.update(logits.argmax(-1), batch["labels"])
+        self.log("val/loss", F.cross_entropy(logits.float(), batch["labels"]))
+        self.log("val/acc", self.val_accuracy, prog_bar=True)
+
+    def configure_optimizers(self):
+        groups = decay_groups(self.student, self.weight_decay)
+        if self.hidden_projection is not None:
+            groups += decay_groups(self.hidden_projection, self.weight_decay)
+        return self._optimizer_and_schedule(groups)
