@@ -277,7 +277,7 @@ def _build(cls, data: Any, prefix: str, source: str):
     for key, value in data.items():
         if key not in names:
             raise ConfigError(
-                f"Unknown recipe key {prefix}{key!r} (from {source}).{_suggest(str(key), names)} "
+                f"Unknown recipe key '{prefix}{key}' (from {source}).{_suggest(str(key), names)} "
                 f"Valid keys under {where}: {', '.join(names)}."
             )
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}", source)

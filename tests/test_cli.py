@@ -1,0 +1,160 @@
+"""The real entry point, as a user runs it.
+
+One end-to-end run on the real shipped assets (MiniLM-L6 teacher, Rotten Tomatoes snippets) with a
+tiny budget, and the bad-input catalogue: each mistake exits with code 2, one paragraph naming the
+problem and the fix, and no Python traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from conftest import REPO, save_tiny_teacher, write_sentiment_csv
+
+TINY_BUDGET = [
+    "data.train_examples=96", "data.eval_examples=64", "teacher.epochs=1", "train.epochs=1",
+    "export.latency_runs=5", "export.latency_warmup=2", "train.progress_bar=false",
+]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="160")
+    return subprocess.run(
+        [sys.executable, str(REPO / "train" / "distill.py"), *args],
+        capture_output=True, text=True, env=env, cwd=cwd or REPO, timeout=900,
+    )
+
+
+@pytest.mark.e2e
+def test_quickstart_end_to_end_on_real_assets(tmp_path):
+    result = run_cli("recipe=quickstart", f"output_dir={tmp_path}", *TINY_BUDGET)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("Report: ")
+    report_path = Path(result.stdout.strip().splitlines()[-1].removeprefix("Report: "))
+    run_dir = report_path.parent
+    assert run_dir.parent == tmp_path / "quickstart"
+    report = json.loads(report_path.read_text())
+
+    for key in ("recipe", "machine", "latency_setup", "teacher", "checkpoints"):
+        assert key in report
+    assert report["latency_setup"]["batch_size"] == 1 and report["latency_setup"]["seq_len"] == 128
+    assert set(report["machine"]) >= {"cpu", "threads"}
+    assert 0 <= report["teacher"]["accuracy"] <= 1
+    (ckpt,) = report["checkpoints"]
+    assert ckpt["name"] == "final" and ckpt["density"] == 1.0
+    assert ckpt["onnx_max_abs_diff"] < 1e-4
+    for fmt in ("pytorch_fp32", "onnx_fp32", "onnx_int8"):
+        assert 0 <= ckpt["accuracy"][fmt] <= 1
+        assert 0 < ckpt["latency_ms"][fmt]["p50"] <= ckpt["latency_ms"][fmt]["p95"]
+    assert ckpt["size_mb"]["onnx_int8"] < ckpt["size_mb"]["onnx_fp32"] / 2
+    assert ckpt["fused_ops"]["Attention"] == 4
+    bundle = Path(ckpt["bundle"])
+    assert {"model.onnx", "model.int8.onnx", "config.json", "tokenizer.json"} <= {p.name for p in bundle.iterdir()}
+    assert (run_dir / "report.md").read_text().startswith("# distilprune report: quickstart")
+
+    # The checkpoint holds the student alone: 4 layers, no teacher tensors.
+    with safe_open(str(run_dir / "checkpoints" / "final" / "model.safetensors"), "pt") as weights:
+        keys = list(weights.keys())
+    assert not any(k.startswith("bert.") for k in keys)
+    assert {k.split(".")[3] for k in keys if ".transformer.layer." in k} == {"0", "1", "2", "3"}
+
+    # Tracking: a CSV of metrics and an offline W&B run in the run directory.
+    assert list((run_dir / "metrics").rglob("metrics.csv"))
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+
+    # Replaying the saved recipe makes a new run directory and reuses the cached teacher.
+    again = run_cli(f"recipe={run_dir / 'recipe.yaml'}", "export.enabled=false")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "reusing fine-tuned teacher from cache" in again.stderr
+    assert len(list((tmp_path / "quickstart").iterdir())) == 2
+    assert json.loads(report_path.read_text()) == report  # the first run's report is untouched
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher_dir(tmp_path_factory) -> Path:
+    return save_tiny_teacher(tmp_path_factory.mktemp("teacher") / "tiny-bert", num_layers=3)
+
+
+def _assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    text = " ".join(result.stderr.split())
+    assert text.count("error:") == 1, text
+    message = text[text.index("error:"):]  # progress lines may precede it; the error paragraph ends stderr
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_misspelled_recipe_lists_the_available_ones():
+    _assert_clean_failure(run_cli("recipe=quikstart"), "no recipe named 'quikstart'", "Did you mean recipe=quickstart", "Available recipes")
+
+
+def test_unknown_key_suggests_a_fix():
+    _assert_clean_failure(run_cli("recipe=quickstart", "train.learning_rate=1e-4"), "Unknown recipe key 'train.learning_rate'", "Valid keys under train")
+
+
+def test_wrong_type_is_explained():
+    _assert_clean_failure(run_cli("recipe=quickstart", "data.max_seq_len=long"), "'data.max_seq_len'", "expects int")
+
+
+def test_missing_teacher_path(tmp_path):
+    _assert_clean_failure(
+        run_cli("recipe=quickstart", f"output_dir={tmp_path}", f"teacher.model={tmp_path}/no-such-model"),
+        "does not exist or is not a model directory", "teacher.model=minilm-l6",
+    )
+
+
+def test_dataset_without_the_named_columns(tmp_path, tiny_teacher_dir):
+    data = write_sentiment_csv(tmp_path / "data.csv")
+    _assert_clean_failure(
+        run_cli("recipe=quickstart", f"output_dir={tmp_path}", f"teacher.model={tiny_teacher_dir}", f"data.dataset={data}", "data.label_column=stars"),
+        "no text column 'text'", "['sentence', 'label']", "data.text_column",
+    )
+
+
+def test_labels_outside_the_teacher_head(tmp_path, tiny_teacher_dir):
+    data = write_sentiment_csv(tmp_path / "data.csv", label_offset=1)
+    _assert_clean_failure(
+        run_cli("recipe=quickstart", f"output_dir={tmp_path}", f"teacher.model={tiny_teacher_dir}", "teacher.finetuned=true",
+                f"data.dataset={data}", "data.text_column=sentence", "data.max_seq_len=32"),
+        "label 2 but the model", "outputs only 2 classes",
+    )
+
+
+def test_student_deeper_than_teacher(tmp_path, tiny_teacher_dir):
+    data = write_sentiment_csv(tmp_path / "data.csv")
+    _assert_clean_failure(
+        run_cli("recipe=quickstart", f"output_dir={tmp_path}", f"teacher.model={tiny_teacher_dir}", "teacher.finetuned=true",
+                f"data.dataset={data}", "data.text_column=sentence", "data.max_seq_len=32", "student.init_layers=null"),
+        "student asks for 4 layers but the teacher has only 3",
+    )
+
+
+def test_sequence_longer_than_teacher_positions(tmp_path, tiny_teacher_dir):
+    data = write_sentiment_csv(tmp_path / "data.csv")
+    _assert_clean_failure(
+        run_cli("recipe=quickstart", f"output_dir={tmp_path}", f"teacher.model={tiny_teacher_dir}", "teacher.finetuned=true",
+                f"data.dataset={data}", "data.text_column=sentence", "data.max_seq_len=128"),
+        "longer than the teacher's 64 position embeddings",
+    )
+
+
+def test_local_tiny_teacher_runs_end_to_end(tmp_path, tiny_teacher_dir):
+    """The local-directory path a hub user takes (bert-base-uncased etc.), on a tiny local config."""
+    data = write_sentiment_csv(tmp_path / "data.csv", rows=120)
+    result = run_cli(
+        "recipe=quickstart", f"output_dir={tmp_path}", f"teacher.model={tiny_teacher_dir}", f"data.dataset={data}",
+        "data.text_column=sentence", "data.max_seq_len=32", "student.num_layers=2", "student.init_layers=[0,2]",
+        "teacher.epochs=1", "train.epochs=1", "export.latency_runs=3", "export.latency_seq_len=32",
+        "tracking.wandb=false", "train.progress_bar=false",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(Path(result.stdout.strip().splitlines()[-1].removeprefix("Report: ")).read_text())
+    assert report["checkpoints"][0]["heads_per_layer"] == [2, 2]
