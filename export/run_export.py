@@ -8,7 +8,6 @@ Called at the end of training, and standalone on an existing run directory
 from __future__ import annotations
 
 import json
-import shutil
 from functools import partial
 from pathlib import Path
 
@@ -155,8 +154,3 @@ def export_run(
     json_path, _ = save_report(report, out_dir)
     return report, json_path
 
-
-def copy_tree_atomic(source: Path, destination: Path) -> None:
-    tmp = destination.with_name(destination.name + ".tmp")
-    shutil.copytree(source, tmp)
-    tmp.replace(destination)

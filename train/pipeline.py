@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from rich.console import Console
 
-from distilprune.config import Recipe, load_recipe, save_recipe
+from distilprune.config import Recipe, load_recipe, recipe_to_dict, save_recipe
 from distilprune.data import TextClassificationData, check_labels_fit, load_data
 from distilprune.errors import ConfigError, DistilpruneError, ModelError
 from distilprune.precision import resolve_precision
@@ -89,15 +89,9 @@ def make_loggers(recipe: Recipe, run_dir: Path, stage: str) -> list:
         loggers.append(WandbLogger(
             project=recipe.tracking.wandb_project, name=f"{recipe.name}/{run_dir.name}/{stage}",
             save_dir=str(run_dir), group=f"{recipe.name}/{run_dir.name}", job_type=stage,
-            config=_recipe_dict(recipe),
+            config=recipe_to_dict(recipe),
         ))
     return loggers
-
-
-def _recipe_dict(recipe: Recipe) -> dict:
-    from distilprune.config import recipe_to_dict
-
-    return recipe_to_dict(recipe)
 
 
 def make_trainer(recipe: Recipe, run_dir: Path, loggers: list, callbacks: list, epochs: int, max_steps: int = -1) -> L.Trainer:
