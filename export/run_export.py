@@ -147,9 +147,9 @@ def export_run(
             "quantized_ops": exported.quantized_ops,
             "bundle": str(bundle),
         }
-        for key in ("compaction_max_abs_diff",):
-            if key in info:
-                entry[key] = info[key]
+        # compacted vs masked logits; None for a checkpoint that was never pruned (nothing compacted)
+        entry["compaction_max_abs_diff"] = info.get("compaction_max_abs_diff")
+        entry["densities"] = info.get("densities", {})
         report["checkpoints"].append(entry)
     json_path, _ = save_report(report, out_dir)
     return report, json_path

@@ -128,6 +128,42 @@ class ExportConfig:
     """Threads for every latency measurement (PyTorch and ONNX Runtime alike)."""
 
 
+def _hybrid_blocks() -> dict[str, list[int]]:
+    # 32x32 blocks in Q/K/V/O: with heads of 32 (MiniLM, BERT-base has 64) a block row is one head's slice.
+    return {"query": [32, 32], "key": [32, 32], "value": [32, 32], "attn_out": [32, 32]}
+
+
+@dataclass
+class PruningConfig:
+    enabled: bool = False
+    """Block movement fine-pruning during distillation (Lagunas et al. 2021)."""
+    method: str = "topk"
+    """topk: keep the top-scoring fraction of blocks of each matrix (scheduled to *_density);
+    sigmoid_threshold: keep blocks with sigmoid(score) > threshold (scheduled to final_threshold)."""
+    block_shapes: dict[str, list[int]] = field(default_factory=_hybrid_blocks)
+    """Attention targets (query, key, value, attn_out) -> [block_rows, block_cols]; -1 = whole dim."""
+    prune_ffn: bool = True
+    """Prune whole FFN rows (ffn_in row i together with ffn_out column i)."""
+    attention_density: float = 0.5
+    """topk: final kept fraction of the attention blocks, in (0, 1]."""
+    ffn_density: float = 0.33
+    """topk: final kept fraction of FFN rows, in (0, 1]."""
+    final_threshold: float = 0.1
+    """sigmoid_threshold: final threshold on sigmoid(score), in (0, 1)."""
+    warmup: float = 0.1
+    """Fraction of training before pruning starts (density 1)."""
+    cooldown: float = 0.2
+    """Fraction of training at the final density (masks keep adapting, density fixed)."""
+    scores_lr: float = 0.01
+    """Learning rate of the scores (their own AdamW group, no weight decay)."""
+    l1_weight: float = 0.0
+    """Weight of the L1 penalty on sigmoid(scores) (mostly for sigmoid_threshold)."""
+    l1_ramp: list[float] = field(default_factory=lambda: [0.1, 0.5])
+    """[start, end] fractions of training over which the L1 weight ramps from 0 to l1_weight."""
+    keep_at_densities: list[float] = field(default_factory=list)
+    """Also keep a checkpoint when the overall density first falls to each of these values."""
+
+
 @dataclass
 class Recipe:
     name: str = "unnamed"
@@ -141,11 +177,13 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "distill.hidden_loss": ("none", "cosine", "mse"),
     "train.precision": ("auto", "32-true", "bf16-mixed", "16-mixed"),
+    "pruning.method": ("topk", "sigmoid_threshold"),
 }
 
 
@@ -289,6 +327,8 @@ def _type_name(tp) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is list:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if typing.get_origin(tp) is dict:
+        return f"mapping of {_type_name(typing.get_args(tp)[0])} to {_type_name(typing.get_args(tp)[1])}"
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
@@ -308,6 +348,10 @@ def _coerce(tp, value: Any, key: str, source: str):
                 return _coerce(arg, value, key, source)
             except ConfigError:
                 continue
+    elif origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if isinstance(value, dict):
+            return {_coerce(key_type, k, f"{key}", source): _coerce(value_type, v, f"{key}.{k}", source) for k, v in value.items()}
     elif origin is list:
         (item,) = typing.get_args(tp)
         if isinstance(value, list):
@@ -375,3 +419,28 @@ def validate(recipe: Recipe) -> None:
     _check(e.latency_runs >= 1 and e.latency_warmup >= 0, "export.latency_runs must be >= 1 and latency_warmup >= 0.")
     _check(e.threads >= 1, "export.threads must be at least 1.")
     _check(e.parity_atol > 0, "export.parity_atol must be positive.")
+    p = recipe.pruning
+    for key in ("attention_density", "ffn_density"):
+        value = getattr(p, key)
+        _check(
+            0 < value <= 1,
+            f"pruning.{key} is {value}; a target density is the kept fraction of weights and must be in "
+            f"(0, 1], e.g. pruning.{key}=0.5.",
+        )
+    for value in p.keep_at_densities:
+        _check(0 < value < 1, f"pruning.keep_at_densities has {value}; each must be in (0, 1).")
+    _check(0 < p.final_threshold < 1, "pruning.final_threshold must be in (0, 1).")
+    _check(
+        0 <= p.warmup and 0 <= p.cooldown and p.warmup + p.cooldown < 1,
+        "pruning.warmup and pruning.cooldown are fractions of training; each >= 0 and their sum below 1.",
+    )
+    _check(
+        len(p.l1_ramp) == 2 and 0 <= p.l1_ramp[0] <= p.l1_ramp[1] <= 1,
+        "pruning.l1_ramp is [start, end] with 0 <= start <= end <= 1.",
+    )
+    _check(p.scores_lr > 0 and p.l1_weight >= 0, "pruning.scores_lr must be positive and l1_weight non-negative.")
+    for part, shape in p.block_shapes.items():
+        _check(
+            len(shape) == 2 and all(side == -1 or side >= 1 for side in shape),
+            f"pruning.block_shapes.{part} is {shape}; give [rows, cols] with positive sides or -1 (whole dimension).",
+        )

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from conftest import REPO, save_tiny_teacher, write_sentiment_csv
 
 TINY_BUDGET = [
-    "data.train_examples=96", "data.eval_examples=64", "teacher.epochs=1", "train.epochs=1",
+    "data.train_examples=256", "data.eval_examples=64", "teacher.epochs=1", "train.epochs=1",
     "export.latency_runs=5", "export.latency_warmup=2", "train.progress_bar=false",
 ]
 
@@ -47,14 +47,21 @@ def test_quickstart_end_to_end_on_real_assets(tmp_path):
     assert report["latency_setup"]["batch_size"] == 1 and report["latency_setup"]["seq_len"] == 128
     assert set(report["machine"]) >= {"cpu", "threads"}
     assert 0 <= report["teacher"]["accuracy"] <= 1
-    (ckpt,) = report["checkpoints"]
-    assert ckpt["name"] == "final" and ckpt["density"] == 1.0
+    kept, ckpt = report["checkpoints"]  # quickstart prunes: one checkpoint at density 0.7, then final
+    assert kept["name"] == "density-0.70" and 0.6 < kept["density"] <= 0.7
+    assert ckpt["name"] == "final" and ckpt["density"] < kept["density"]
+    for entry in (kept, ckpt):
+        assert entry["compaction_max_abs_diff"] < 1e-4
+        assert len(entry["heads_per_layer"]) == len(entry["ffn_width_per_layer"]) == 4
+    # topk keeps 30% of each layer's 1536 FFN rows; compaction removed the rest
+    assert ckpt["ffn_width_per_layer"] == [461] * 4
+    assert ckpt["params"] < kept["params"] < 19_200_000
     assert ckpt["onnx_max_abs_diff"] < 1e-4
     for fmt in ("pytorch_fp32", "onnx_fp32", "onnx_int8"):
         assert 0 <= ckpt["accuracy"][fmt] <= 1
         assert 0 < ckpt["latency_ms"][fmt]["p50"] <= ckpt["latency_ms"][fmt]["p95"]
     assert ckpt["size_mb"]["onnx_int8"] < ckpt["size_mb"]["onnx_fp32"] / 2
-    assert ckpt["fused_ops"]["Attention"] == 4
+    assert ckpt["fused_ops"]["Attention"] == sum(1 for heads in ckpt["heads_per_layer"] if heads)
     bundle = Path(ckpt["bundle"])
     assert {"model.onnx", "model.int8.onnx", "config.json", "tokenizer.json"} <= {p.name for p in bundle.iterdir()}
     assert (run_dir / "report.md").read_text().startswith("# distilprune report: quickstart")

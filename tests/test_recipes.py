@@ -1,5 +1,6 @@
 """Recipes are airtight: every shipped recipe loads; mistakes fail at load time with a suggestion."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,18 @@ def test_resolved_recipe_replays_to_an_equal_recipe(tmp_path: Path):
 def test_argument_without_equals_sign_is_explained():
     with pytest.raises(ConfigError, match="key=value"):
         load_recipe(["quickstart"])
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("pruning.attention_density=0", "must be in (0, 1]"),
+        ("pruning.ffn_density=1.2", "must be in (0, 1]"),
+        ("pruning.block_shapes.query=[0,32]", "positive sides or -1"),
+        ("pruning.method=magnitude", "choose one of topk, sigmoid_threshold"),
+        ("pruning.warmup=0.9", "their sum below 1"),
+    ],
+)
+def test_bad_pruning_settings_fail_at_load(override, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        load_recipe(["recipe=quickstart", override])

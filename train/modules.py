@@ -9,6 +9,8 @@ import torchmetrics
 from torch import nn
 
 from distilprune.losses import hidden_state_loss, kd_kl_loss
+from distilprune.pruning import BlockPruner, cubic_schedule, linear_ramp
+from distilprune.pruning.masks import sigmoid_l1
 
 
 def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
@@ -78,9 +80,17 @@ class DistillationModule(_ScheduledModule):
     state_dict, so it is never written into a student checkpoint, and the optimizer never sees it.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, distill_cfg, train_cfg, num_labels: int) -> None:
+    def __init__(self, student: nn.Module, teacher: nn.Module, distill_cfg, train_cfg, num_labels: int, pruning_cfg=None) -> None:
         super().__init__()
         self.student = student
+        # Scores live here (not in the student): they are trained and checkpointed with this module,
+        # and folded away when a student checkpoint is kept.
+        self.pruning_cfg = pruning_cfg if pruning_cfg is not None and pruning_cfg.enabled else None
+        self.pruner = (
+            BlockPruner(student, pruning_cfg.method, pruning_cfg.block_shapes, pruning_cfg.prune_ffn)
+            if self.pruning_cfg else None
+        )
+        self.log_every = train_cfg.log_every_steps
         object.__setattr__(self, "teacher", teacher)  # hidden from nn.Module registration
         self.teacher.eval().requires_grad_(False)
         self.cfg = distill_cfg
@@ -102,6 +112,21 @@ class DistillationModule(_ScheduledModule):
         super().train(mode)
         self.teacher.eval()  # Lightning toggles train mode on the module; the teacher stays frozen
         return self
+
+    def update_pruning_schedule(self) -> None:
+        """Set each group's keep fraction (topk) or threshold (sigmoid) for the current step."""
+        cfg, step = self.pruning_cfg, self.global_step
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if cfg.method == "topk":
+            finals = {"attention": cfg.attention_density, "ffn": cfg.ffn_density}
+            self.pruner.values = {g: cubic_schedule(step, total, 1.0, f, cfg.warmup, cfg.cooldown) for g, f in finals.items()}
+        else:
+            value = cubic_schedule(step, total, 0.0, cfg.final_threshold, cfg.warmup, cfg.cooldown)
+            self.pruner.values = {"attention": value, "ffn": value}
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        if self.pruner is not None:
+            self.update_pruning_schedule()
 
     @torch.no_grad()
     def teacher_outputs(self, batch) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
@@ -134,6 +159,15 @@ class DistillationModule(_ScheduledModule):
             ]).mean()
             loss = loss + self.cfg.hidden_weight * hidden
             self.log("train/hidden_loss", hidden)
+        if self.pruner is not None:
+            if self.pruning_cfg.l1_weight > 0:
+                total = max(1, int(self.trainer.estimated_stepping_batches))
+                ramp = linear_ramp(self.global_step, total, *self.pruning_cfg.l1_ramp)
+                l1 = sigmoid_l1(list(self.pruner.scores.values()))
+                loss = loss + self.pruning_cfg.l1_weight * ramp * l1
+                self.log("train/l1_scores", l1)
+            if self.global_step % self.log_every == 0:
+                self.log_dict({f"density/{k}": v for k, v in self.pruner.densities().items()})
         self.train_accuracy.update(student_logits.argmax(-1), batch["labels"])
         self.log_dict({"train/loss": loss, "train/kd_loss": kd, "train/ce_loss": ce}, prog_bar=False)
         self.log("train/acc", self.train_accuracy, on_step=True, on_epoch=False)
@@ -150,4 +184,12 @@ class DistillationModule(_ScheduledModule):
         groups = decay_groups(self.student, self.weight_decay)
         if self.hidden_projection is not None:
             groups += decay_groups(self.hidden_projection, self.weight_decay)
+        if self.pruner is not None:
+            groups.append({"params": list(self.pruner.parameters()), "lr": self.pruning_cfg.scores_lr, "weight_decay": 0.0})
         return self._optimizer_and_schedule(groups)
+
+    def kept_student(self) -> tuple[nn.Module, float]:
+        """The student as it would be kept now (masks folded in) and its overall density."""
+        if self.pruner is None:
+            return self.student, 1.0
+        return self.pruner.fold(self.student), self.pruner.densities()["overall"]

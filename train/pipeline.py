@@ -206,16 +206,19 @@ def distill(recipe: Recipe, run_dir: Path, teacher, tokenizer, data: TextClassif
     L.seed_everything(recipe.seed, verbose=False)
     datamodule = TextDataModule(data, tokenizer, recipe.data.max_seq_len, recipe.train.batch_size,
                                 recipe.data.eval_batch_size, recipe.seed)
-    module = DistillationModule(student, teacher, recipe.distill, recipe.train, data.num_labels)
+    module = DistillationModule(student, teacher, recipe.distill, recipe.train, data.num_labels, recipe.pruning)
+    keep_at = recipe.pruning.keep_at_densities if recipe.pruning.enabled else []
     trainer = make_trainer(
         recipe, run_dir, make_loggers(recipe, run_dir, "distill"),
-        [KeepStudentCheckpoint(run_dir / "checkpoints")],
+        [KeepStudentCheckpoint(run_dir / "checkpoints", keep_at)],
         epochs=recipe.train.epochs, max_steps=recipe.train.max_steps,
     )
     console.print(
         f"[bold]Student[/bold]: DistilBERT, {student.config.num_layers} layers from teacher layers "
         f"{student.config.source_layers}, {student.num_parameters() / 1e6:.1f}M parameters; distilling on "
         f"{len(data.train)} examples"
+        + (f"; block pruning ({recipe.pruning.method}) to attention density {recipe.pruning.attention_density}, "
+           f"FFN density {recipe.pruning.ffn_density}" if recipe.pruning.enabled else "")
     )
     trainer.fit(module, datamodule)
     return trainer

@@ -1,0 +1,147 @@
+"""Block movement pruning of a student's linear layers.
+
+:class:`BlockPruner` owns one learned score per weight block of every targeted linear layer and
+attaches a parametrization to each targeted ``weight`` (``torch.nn.utils.parametrize``), so the
+student's forward is unchanged and computes with ``weight * mask``. Targets are named by the
+logical parts of :mod:`distilprune.architectures` (``query``, ``key``, ``value``, ``attn_out``) with a
+block shape each; ``ffn`` prunes whole FFN rows: row i of ``ffn_in`` and the matching column i of
+``ffn_out`` share one score (the "hybrid" preset of Lagunas et al. 2021).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from distilprune.architectures import architecture_of, layer_part, layers_of
+from distilprune.errors import ConfigError
+from distilprune.pruning.masks import block_mask, expand_blocks
+
+ATTENTION_TARGETS = ("query", "key", "value", "attn_out")
+FFN_TARGET = "ffn"
+HYBRID_BLOCKS: dict[str, list[int]] = {"query": [32, 32], "key": [32, 32], "value": [32, 32], "attn_out": [32, 32]}
+
+
+class _MaskedWeight(nn.Module):
+    """Parametrization: weight -> weight * mask, the mask read from the pruner at every forward."""
+
+    def __init__(self, pruner: BlockPruner, key: str, layout: str) -> None:
+        super().__init__()
+        object.__setattr__(self, "pruner", pruner)  # not a submodule: scores stay out of the student
+        self.key, self.layout = key, layout
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.pruner.weight_mask(self.key, self.layout).to(weight.dtype)
+
+
+def _group(key: str) -> str:
+    return "ffn" if key.endswith("_" + FFN_TARGET) else "attention"
+
+
+class BlockPruner(nn.Module):
+    """Scores, masks and densities for one student.
+
+    Args:
+        student: a DistilBertStudent (or any model in the architecture table).
+        method: "topk" (keep the top fraction of blocks of each matrix) or "sigmoid_threshold".
+        block_shapes: attention target -> [block_rows, block_cols]; -1 means the whole dimension.
+        prune_ffn: also prune whole FFN rows (ffn_in rows tied to ffn_out columns).
+    """
+
+    def __init__(self, student: nn.Module, method: str, block_shapes: dict[str, list[int]], prune_ffn: bool) -> None:
+        super().__init__()
+        architecture_of(student)  # clear error for families outside the table
+        if method not in ("topk", "sigmoid_threshold"):
+            raise ConfigError(f"pruning.method is {method!r}; choose topk or sigmoid_threshold.")
+        self.method = method
+        self.scores = nn.ParameterDict()
+        self.blocks: dict[str, tuple[int, int]] = {}
+        # Current keep fraction (topk) or sigmoid threshold, per group; set by the schedule.
+        self.values = {"attention": 1.0 if method == "topk" else 0.0, "ffn": 1.0 if method == "topk" else 0.0}
+        self._modules_by_key: dict[str, list[tuple[nn.Linear, str]]] = {}
+        for name in block_shapes:
+            if name not in ATTENTION_TARGETS:
+                raise ConfigError(
+                    f"Unknown pruning target {name!r}. Block-pruned targets are "
+                    f"{', '.join(ATTENTION_TARGETS)}; FFN rows are pruned with pruning.ffn_density."
+                )
+        for index in range(len(layers_of(student))):
+            for part, shape in block_shapes.items():
+                linear = layer_part(student, index, part)
+                rows, cols = _block_shape(shape, linear, part)
+                key = f"layer{index}_{part}"
+                self.scores[key] = nn.Parameter(torch.zeros(linear.out_features // rows, linear.in_features // cols))
+                self.blocks[key] = (rows, cols)
+                self._attach(linear, key, "blocks")
+            if prune_ffn:
+                ffn_in, ffn_out = layer_part(student, index, "ffn_in"), layer_part(student, index, "ffn_out")
+                key = f"layer{index}_{FFN_TARGET}"
+                self.scores[key] = nn.Parameter(torch.zeros(ffn_in.out_features))
+                self._attach(ffn_in, key, "rows")
+                self._attach(ffn_out, key, "cols")
+
+    def _attach(self, linear: nn.Linear, key: str, layout: str) -> None:
+        parametrize.register_parametrization(linear, "weight", _MaskedWeight(self, key, layout), unsafe=True)
+        self._modules_by_key.setdefault(key, []).append((linear, layout))
+
+    # -- masks ---------------------------------------------------------------------------------
+    def score_mask(self, key: str) -> torch.Tensor:
+        """Binary mask over blocks (or FFN rows), straight-through to the scores."""
+        return block_mask(self.scores[key], self.method, self.values[_group(key)])
+
+    def weight_mask(self, key: str, layout: str) -> torch.Tensor:
+        mask = self.score_mask(key)
+        if layout == "rows":
+            return mask[:, None]  # (ffn_width, 1) broadcasts over ffn_in's input columns
+        if layout == "cols":
+            return mask[None, :]  # (1, ffn_width) broadcasts over ffn_out's output rows
+        return expand_blocks(mask, *self.blocks[key])
+
+    @torch.no_grad()
+    def densities(self) -> dict[str, float]:
+        """Kept fraction of weights per target key, per group, and over all pruned weights."""
+        out, kept, total = {}, {"attention": 0.0, "ffn": 0.0}, {"attention": 0.0, "ffn": 0.0}
+        for key in self.scores:
+            weights = sum(linear.parametrizations.weight.original.numel() for linear, _ in self._modules_by_key[key])
+            fraction = float(self.score_mask(key).float().mean())
+            out[key] = fraction
+            kept[_group(key)] += fraction * weights
+            total[_group(key)] += weights
+        for group in kept:
+            if total[group]:
+                out[group] = kept[group] / total[group]
+        out["overall"] = sum(kept.values()) / max(1.0, sum(total.values()))
+        return out
+
+    @torch.no_grad()
+    def fold(self, student: nn.Module) -> nn.Module:
+        """A new plain student whose weights are ``weight * mask``: no parametrizations, no scores.
+
+        Built from the student's config and its effective tensors (reading ``module.weight`` on a
+        parametrized module returns the masked weight), rather than by deep-copying parametrized
+        modules.
+        """
+        plain = type(student)(copy.deepcopy(student.config))
+        state = {}
+        for key in plain.state_dict():
+            owner, _, attribute = key.rpartition(".")
+            state[key] = getattr(student.get_submodule(owner), attribute).detach().clone()
+        plain.load_state_dict(state)
+        return plain.eval()
+
+
+def _block_shape(shape: list[int], linear: nn.Linear, part: str) -> tuple[int, int]:
+    if len(shape) != 2:
+        raise ConfigError(f"Block shape for {part} must be [rows, cols], got {shape}.")
+    rows = linear.out_features if shape[0] == -1 else shape[0]
+    cols = linear.in_features if shape[1] == -1 else shape[1]
+    if rows <= 0 or cols <= 0 or linear.out_features % rows or linear.in_features % cols:
+        raise ConfigError(
+            f"Block shape {shape} does not divide the {part} weight of shape "
+            f"[{linear.out_features}, {linear.in_features}] (out, in). Choose block sides that divide "
+            f"both, e.g. [32, 32] for hidden 384 with heads of 32, or -1 for a whole dimension."
+        )
+    return rows, cols
