@@ -46,6 +46,7 @@ class KeepStudentCheckpoint(L.Callback):
         student, density = module.kept_student()
         if module.pruner is None:
             return student, density, {}
+        densities = module.pruner.densities()
         small = compact(student)
         ids, mask = self.probe["input_ids"].to(module.device), self.probe["attention_mask"].to(module.device)
         was_training = module.student.training
@@ -53,7 +54,7 @@ class KeepStudentCheckpoint(L.Callback):
         small.to(module.device)
         diff = float((small(ids, mask).float() - module.student(ids, mask).float()).abs().max())
         module.student.train(was_training)
-        return small.cpu(), density, {"compaction_max_abs_diff": diff, "densities": module.pruner.densities()}
+        return small.cpu(), density, {"compaction_max_abs_diff": diff, "densities": densities}
 
     def keep(self, trainer: L.Trainer, module: L.LightningModule, name: str, **info) -> Path:
         if not trainer.is_global_zero:
