@@ -80,6 +80,11 @@ class DistillConfig:
     hidden_loss: str = "none"
     """none | cosine | mse: match student block outputs to their source teacher blocks."""
     hidden_weight: float = 0.0
+    teacher_cache: bool = True
+    """Compute the frozen teacher's outputs on the training split once, store them on disk (keyed by
+    teacher, data and tokenization) and read them during training. The data pipeline has no
+    augmentation, so the cached outputs are exactly what the live teacher would give (up to the
+    numerics of padding). False: run the teacher on every step."""
 
 
 @dataclass
@@ -97,6 +102,22 @@ class TrainConfig:
     BF16 / AMX) or GPU runs bf16 natively, 16-mixed on older GPUs, else 32-true."""
     accelerator: str = "auto"
     devices: int = 1
+    """Devices per node (GPUs, or CPU processes with accelerator=cpu). train.batch_size is the global
+    batch: each of devices x num_nodes processes takes an equal share of every batch."""
+    num_nodes: int = 1
+    strategy: str = "auto"
+    """auto | ddp | fsdp: Lightning's strategy for devices x num_nodes > 1."""
+    padding: str = "dynamic"
+    """dynamic: pad each batch to its longest example; max_length: pad every batch to data.max_seq_len."""
+    length_bucketing: bool = False
+    """Group training examples of similar length into batches (less padding); batches stay shuffled."""
+    num_workers: int = 0
+    """DataLoader worker processes; 0 = the main process (batches are cheap: data is tokenized once)."""
+    pin_memory: bool | None = None
+    """Pin batch memory for faster host-to-GPU copies; null = on when training on CUDA."""
+    checkpoint_every_steps: int = 50
+    """Write the resume checkpoint (<run>/resume/last.ckpt) every N optimizer steps; 0 = only at
+    epoch ends. `python train/distill.py resume=<run dir>` continues from it."""
     threads: int | None = None
     """torch intra-op threads for training; null = torch's default."""
     val_every_epochs: int = 1
@@ -126,6 +147,28 @@ class ExportConfig:
     latency_runs: int = 50
     threads: int = 2
     """Threads for every latency measurement (PyTorch and ONNX Runtime alike)."""
+    grid_batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
+    """Latency grid: batch sizes, crossed with grid_seq_lens, for ONNX fp32 and INT8."""
+    grid_seq_lens: list[int] = field(default_factory=lambda: [32, 128])
+    latency_budget_ms: float | None = None
+    """Optional p95 budget in ms at budget_batch_size x budget_seq_len. The selected bundle is the most
+    accurate one within it; when no checkpoint meets it the run fails loudly (after writing its report),
+    and a bundle's verification fails when it exceeds it on the machine where it is verified."""
+    budget_batch_size: int = 1
+    budget_seq_len: int = 128
+    int8_max_drop: float = 0.01
+    """Largest allowed INT8 accuracy loss against ONNX fp32 (0.01 = 1 point). Beyond it the fallbacks
+    below are tried in order and the best passing model is shipped."""
+    int8_fallbacks: list[str] = field(
+        default_factory=lambda: ["per_channel", "reduce_range", "static", "exclude_sensitive"]
+    )
+    calibration_examples: int = 256
+    """Training examples used to calibrate static INT8 quantization."""
+    require_attention_fusion: bool = True
+    """Fail the export when ONNX Runtime did not fuse every layer's attention into one node."""
+    gpu: str = "auto"
+    """auto: also verify with the CUDA execution provider (fp16, IOBinding) when CUDA is available,
+    and say in the report that it was skipped when not; off: never."""
 
 
 def _hybrid_blocks() -> dict[str, list[int]]:
@@ -184,7 +227,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "distill.hidden_loss": ("none", "cosine", "mse"),
     "train.precision": ("auto", "32-true", "bf16-mixed", "16-mixed"),
     "pruning.method": ("topk", "sigmoid_threshold"),
+    "train.strategy": ("auto", "ddp", "fsdp"),
+    "train.padding": ("dynamic", "max_length"),
+    "export.gpu": ("auto", "off"),
 }
+INT8_FALLBACKS = ("per_channel", "reduce_range", "static", "exclude_sensitive")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,6 +466,27 @@ def validate(recipe: Recipe) -> None:
     _check(e.latency_runs >= 1 and e.latency_warmup >= 0, "export.latency_runs must be >= 1 and latency_warmup >= 0.")
     _check(e.threads >= 1, "export.threads must be at least 1.")
     _check(e.parity_atol > 0, "export.parity_atol must be positive.")
+    _check(
+        bool(e.grid_batch_sizes) and bool(e.grid_seq_lens) and min(e.grid_batch_sizes + e.grid_seq_lens) >= 1,
+        "export.grid_batch_sizes and export.grid_seq_lens must be non-empty lists of positive integers.",
+    )
+    _check(e.latency_budget_ms is None or e.latency_budget_ms > 0,
+           "export.latency_budget_ms must be positive (milliseconds) or null.")
+    _check(e.budget_batch_size >= 1 and e.budget_seq_len >= 1, "export.budget_batch_size and budget_seq_len must be >= 1.")
+    _check(0 <= e.int8_max_drop < 1, "export.int8_max_drop is an accuracy fraction in [0, 1), e.g. 0.01 for 1 point.")
+    for name in e.int8_fallbacks:
+        _check(name in INT8_FALLBACKS,
+               f"export.int8_fallbacks has {name!r}; choose from {', '.join(INT8_FALLBACKS)}."
+               + _suggest(str(name), list(INT8_FALLBACKS)))
+    _check(e.calibration_examples >= 1, "export.calibration_examples must be at least 1.")
+    _check(t.devices >= 1 and t.num_nodes >= 1, "train.devices and train.num_nodes must be at least 1.")
+    _check(
+        t.batch_size % (t.devices * t.num_nodes) == 0,
+        f"train.batch_size={t.batch_size} is the global batch and must divide evenly over "
+        f"devices x num_nodes = {t.devices * t.num_nodes} processes; choose a multiple of {t.devices * t.num_nodes}.",
+    )
+    _check(t.num_workers >= 0 and t.checkpoint_every_steps >= 0,
+           "train.num_workers and train.checkpoint_every_steps must be >= 0.")
     p = recipe.pruning
     for key in ("attention_density", "ffn_density"):
         value = getattr(p, key)
