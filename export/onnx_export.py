@@ -1,5 +1,8 @@
 """PyTorch student -> ONNX fp32 (graph-optimized, fused attention) -> ONNX INT8 (dynamic).
 
+:func:`check_fusion` fails the export loudly when attention did not fuse; the INT8 accuracy gate with
+its fallbacks lives in :mod:`distilprune.export.quantize`.
+
 Uses the legacy TorchScript exporter (``dynamo=False``): on the student's eager attention it gives
 the graph pattern that ONNX Runtime's transformer optimizer fuses into ``Attention`` nodes.
 """
@@ -124,14 +127,63 @@ def quantize_int8(fp32_path: Path, int8_path: Path, per_channel: bool = False, r
     return count_ops(int8_path, ("MatMulInteger", "DynamicQuantizeLinear", "QAttention", "DynamicQuantizeMatMul", "MatMul", "Attention"))
 
 
-def export_student(model: nn.Module, directory: Path, opset: int = 17) -> ExportedModel:
-    """Write ``model.onnx`` (optimized fp32) and ``model.int8.onnx`` into ``directory``."""
+def layers_with_heads(model: nn.Module) -> int | None:
+    """How many layers still have attention heads (layers pruned to 0 heads have no attention).
+
+    Read from ``model.config.heads_per_layer`` (DistilBertStudent) or, for a Hugging Face model,
+    ``num_hidden_layers``; None when the model says neither (the fusion check is then skipped).
+    """
+    config = getattr(model, "config", None)
+    heads = getattr(config, "heads_per_layer", None)
+    if heads is not None:
+        return sum(1 for count in heads if count > 0)
+    layers = getattr(config, "num_hidden_layers", None)
+    return int(layers) if layers is not None else None
+
+
+def check_fusion(path: Path, num_layers_with_heads: int) -> dict[str, int]:
+    """Count ONNX Runtime's fused nodes in ``path``; raise when attention did not fuse in every layer.
+
+    Returns the counts of :data:`FUSED_OPS`. An unfused attention runs as separate MatMul / Softmax
+    nodes (slower in fp32) and cannot become ``QAttention`` in INT8, so it is an error, not a detail.
+    """
+    counts = count_ops(path, FUSED_OPS)
+    if counts["Attention"] >= num_layers_with_heads:
+        return counts
+    fused = ", ".join(f"{op} x{n}" for op, n in counts.items() if n) or "nothing"
+    missing = [op for op, n in counts.items() if n == 0 and op not in ("FastGelu", "Gelu", "BiasGelu")]
+    gelu = counts["BiasGelu"] + counts["FastGelu"] + counts["Gelu"]
+    if gelu == 0:
+        missing.append("any GELU fusion (BiasGelu/FastGelu/Gelu)")
+    raise ExportError(
+        f"Attention fused in only {counts['Attention']} of the {num_layers_with_heads} layers that have "
+        f"heads in {path} (fused: {fused}; not fused: {', '.join(missing) or 'everything else fused'}). "
+        f"Unfused attention runs as separate MatMul/Softmax nodes, which is slower in fp32 and cannot "
+        f"become QAttention in INT8. Likely causes: an opset the optimizer does not recognise (export.opset; "
+        f"17 is known to fuse), a graph from the dynamo exporter instead of the TorchScript one, or an "
+        f"attention written differently from matmul(q, k^T) / sqrt(d) + mask -> softmax -> matmul (for "
+        f"example Einsum products, or the mask or scale applied elsewhere). The graph stays there for "
+        f"inspection. Fix the export, or set export.require_attention_fusion=false to accept the slower graph."
+    )
+
+
+def export_student(
+    model: nn.Module, directory: Path, opset: int = 17, require_attention_fusion: bool = True
+) -> ExportedModel:
+    """Write ``model.onnx`` (optimized fp32) and ``model.int8.onnx`` into ``directory``.
+
+    With ``require_attention_fusion`` an optimized graph with fewer ``Attention`` nodes than layers
+    with heads raises :class:`ExportError` (``model.onnx`` stays for inspection, no INT8 is written).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     raw = directory / "model.raw.onnx"
     export_onnx(model, raw, opset)
     fp32 = directory / "model.onnx"
     fused = optimize_for_cpu(raw, fp32)
     raw.unlink()
+    expected = layers_with_heads(model)
+    if require_attention_fusion and expected is not None:
+        check_fusion(fp32, expected)
     int8 = directory / "model.int8.onnx"
     quantized = quantize_int8(fp32, int8)
     return ExportedModel(fp32, int8, fused, quantized)

@@ -43,7 +43,8 @@ def save_tiny_teacher(directory: Path, num_layers: int = 3, num_labels: int = 2)
     directory.mkdir(parents=True, exist_ok=True)
     vocab = directory / "vocab.txt"
     vocab.write_text("\n".join(VOCAB) + "\n")
-    BertTokenizer(vocab_file=str(vocab), do_lower_case=True).save_pretrained(str(directory))
+    # transformers 5: BertTokenizer(vocab_file=...) keeps only the special tokens; vocab= reads the file.
+    BertTokenizer(vocab=str(vocab), do_lower_case=True).save_pretrained(str(directory))
     tiny_bert(num_layers, num_labels).save_pretrained(str(directory))
     return directory
 

@@ -1,0 +1,670 @@
+"""Verify a serving bundle on this machine: checksums, parity vectors, latency grid and budget.
+
+    python -m distilprune.export.verify <bundle> [--threads 2] [--runs 20] [--budget-ms 10] [--json out.json]
+    python <bundle>/verify_bundle.py <bundle>          # the copy shipped inside every bundle
+
+Standalone on purpose: the standard library, numpy and onnxruntime only (no distilprune, no torch),
+so a serving team can verify a bundle with nothing but the bundle. Exit status: 0 every check
+passed, 1 a check failed, 2 the input is not a usable bundle (or onnxruntime is missing).
+
+Checks, in order: the manifest exists; every file it lists is present with the same sha256; the
+files a server needs are present; both ONNX models accept the inputs the spec describes; both
+reproduce the stored parity logits within the stored tolerance, with the same argmax; the latency
+grid runs; the INT8 p95 at the budget cell is within the latency budget. When ONNX Runtime has the
+CUDA execution provider, parity and latency are also run on an fp16 graph with IOBinding; when it
+has not, that part is recorded as skipped, never as an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+INPUT_SPEC = "input_spec.json"
+PARITY = "parity.json"
+CONFIG = "config.json"
+MODELS = {"onnx_fp32": "model.onnx", "onnx_int8": "model.int8.onnx"}  # report key -> file in the bundle
+REQUIRED = ("model.onnx", "model.int8.onnx", CONFIG, INPUT_SPEC, PARITY)
+# A Hugging Face tokenizer is usable from tokenizer_config.json plus one of these vocabularies.
+TOKENIZER_CONFIG = "tokenizer_config.json"
+TOKENIZER_VOCABS = ("tokenizer.json", "vocab.txt")
+DEFAULT_GRID = {"batch_sizes": [1, 8, 32], "seq_lens": [32, 128]}
+DEFAULT_BUDGET_CELL = {"batch_size": 1, "seq_len": 128}
+# fp16 keeps ~3 significant digits; through a few layers logits of magnitude ~5 move by ~1e-2.
+GPU_FP16_ATOL = 5e-2
+_ISA_FLAGS = (
+    ("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AVX-512 VNNI", "avx512_vnni"),
+    ("AVX-512 BF16", "avx512_bf16"), ("AMX", "amx_tile"),
+)
+
+
+class BundleError(Exception):
+    """The input cannot be verified at all (not a bundle, onnxruntime missing): exit status 2."""
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers shared with distilprune.export.bundle (which imports them from here)
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks so large models do not load into memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bundle_files(bundle: Path) -> list[str]:
+    """Every file under ``bundle`` as a sorted posix path relative to it, except the manifest itself."""
+    files = []
+    for path in bundle.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            rel = path.relative_to(bundle).as_posix()
+            if rel != MANIFEST:
+                files.append(rel)
+    return sorted(files)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BundleError(
+            "onnxruntime is not installed in this Python environment, so the bundle's models cannot be "
+            "run. Install it (pip install onnxruntime, or onnxruntime-gpu on a CUDA machine) and run the "
+            "verification again."
+        ) from None
+    return onnxruntime
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def available_threads() -> int:
+    """CPUs this process may run on (respects taskset/cgroup affinity where the OS reports it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no sched_getaffinity
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------------------------
+# machine description
+
+
+def _cpuinfo() -> tuple[str | None, set[str]]:
+    """(CPU model name, feature flags) from /proc/cpuinfo; (None, empty) where it does not exist."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None, set()
+    model, flags = None, set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def machine_info(threads: int) -> dict:
+    """CPU model, the instruction sets INT8/bf16 kernels depend on, threads and library versions.
+
+    Read from /proc/cpuinfo (Linux) with ``platform`` as the fallback, so no extra package is needed.
+    """
+    model, flags = _cpuinfo()
+    cpu = model or platform.processor() or platform.machine() or "unknown"
+    try:
+        import onnxruntime
+
+        ort_version, providers = onnxruntime.__version__, onnxruntime.get_available_providers()
+    except ImportError:
+        ort_version, providers = "not installed", []
+    return {
+        "cpu": cpu,
+        "instruction_sets": [name for name, flag in _ISA_FLAGS if flag in flags],
+        "threads": threads,
+        "logical_cores": os.cpu_count() or 1,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": ort_version,
+        "onnxruntime_providers": providers,
+        "torch": _version("torch"),
+        "platform": platform.platform(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX Runtime sessions and timing
+
+
+def make_session(model_path: Path, threads: int, provider: str = "cpu"):
+    """An ONNX Runtime session with explicit threads: ``threads`` intra-op, 1 inter-op, sequential.
+
+    ``provider`` is "cpu" or "cuda" (CUDA first, CPU for any node CUDA cannot run).
+    """
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    providers = ["CPUExecutionProvider"] if provider == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ort.InferenceSession(str(model_path), options, providers=providers)
+
+
+def random_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-seed random token ids with a full attention mask: (batch, seq) int64 each."""
+    rng = np.random.default_rng(seed)
+    # Skip the first ids (special tokens in WordPiece vocabularies) where the vocabulary allows it.
+    low = min(1000, vocab_size // 2)
+    input_ids = rng.integers(low, vocab_size, size=(batch_size, seq_len), dtype=np.int64)
+    return input_ids, np.ones_like(input_ids)
+
+
+def _percentiles(samples: list[float], runs: int) -> dict:
+    """p50/p95/p99 in ms (nearest rank on the sorted samples, as distilprune's report does)."""
+    ordered = sorted(samples)
+
+    def pct(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))], 3)
+
+    return {"p50": round(statistics.median(ordered), 3), "p95": pct(0.95), "p99": pct(0.99), "runs": runs}
+
+
+def _time_ms(fn, warmup: int, runs: int) -> dict:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return _percentiles(samples, runs)
+
+
+def bound_runner(session, input_ids: np.ndarray, attention_mask: np.ndarray, device: str = "cuda"):
+    """(run, fetch) with IOBinding: inputs copied to ``device`` once, the output left there.
+
+    Timing ``run`` then measures the model, not host-to-device copies; ``fetch`` runs once and
+    returns the logits on the host. ``device`` is "cuda" on the GPU path ("cpu" works too).
+    """
+    ort = _ort()
+    binding = session.io_binding()
+    ids = ort.OrtValue.ortvalue_from_numpy(input_ids, device, 0)
+    mask = ort.OrtValue.ortvalue_from_numpy(attention_mask, device, 0)
+    binding.bind_ortvalue_input("input_ids", ids)
+    binding.bind_ortvalue_input("attention_mask", mask)
+    binding.bind_output("logits", device, 0)
+
+    def run():
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()  # wait for the device so the wall time covers the kernels
+
+    def fetch() -> np.ndarray:
+        run()
+        return binding.copy_outputs_to_cpu()[0]
+
+    return run, fetch
+
+
+def fp16_copy(model_path: Path, out_path: Path) -> Path:
+    """Write an fp16 version of an fp32 ONNX model (inputs and outputs kept int64/fp32) for the GPU path.
+
+    Raises:
+        ImportError: onnx or onnxruntime.transformers.float16 is not installed.
+    """
+    import onnx
+    from onnxruntime.transformers import float16
+
+    model = float16.convert_float_to_float16(onnx.load(str(model_path)), keep_io_types=True)
+    onnx.save(model, str(out_path))
+    return out_path
+
+
+def _run_cell(session, provider: str, input_ids: np.ndarray, attention_mask: np.ndarray, warmup: int, runs: int) -> dict:
+    if provider == "cuda":
+        run, _ = bound_runner(session, input_ids, attention_mask, "cuda")
+    else:
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+
+        def run():
+            session.run(None, feed)
+
+    return _time_ms(run, warmup, runs)
+
+
+def latency_grid(
+    model_path: Path,
+    batch_sizes,
+    seq_lens,
+    threads: int,
+    warmup: int,
+    runs: int,
+    vocab_size: int,
+    provider: str = "cpu",
+    session=None,
+) -> list[dict]:
+    """Latency of one ONNX model over batch sizes x sequence lengths, in milliseconds.
+
+    One session for the whole grid (``threads`` intra-op threads, 1 inter-op, sequential), fixed-seed
+    random ids with a full mask, ``warmup`` untimed calls then ``runs`` timed calls per cell.
+
+    Returns:
+        one dict per cell: ``{"batch_size", "seq_len", "p50", "p95", "p99", "runs"}`` (ms).
+    """
+    session = session or make_session(Path(model_path), threads, provider)
+    cells = []
+    for batch_size in batch_sizes:
+        for seq_len in seq_lens:
+            input_ids, attention_mask = random_inputs(int(batch_size), int(seq_len), vocab_size)
+            stats = _run_cell(session, provider, input_ids, attention_mask, warmup, runs)
+            cells.append({"batch_size": int(batch_size), "seq_len": int(seq_len), **stats})
+    return cells
+
+
+# --------------------------------------------------------------------------------------------
+# the checks
+
+
+class _Checks:
+    def __init__(self) -> None:
+        self.items: list[dict] = []
+
+    def add(self, name: str, ok: bool, detail: str, skipped: bool = False) -> bool:
+        item = {"name": name, "ok": bool(ok), "detail": detail}
+        if skipped:
+            item["skipped"] = True
+        self.items.append(item)
+        return ok
+
+
+def _read_json(path: Path) -> tuple[dict | None, str]:
+    try:
+        data = json.loads(path.read_text())
+        return (data, "") if isinstance(data, dict) else (None, f"{path.name} is not a JSON object")
+    except FileNotFoundError:
+        return None, f"{path.name} is missing"
+    except (OSError, ValueError) as error:
+        return None, f"{path.name} is not readable JSON ({error})"
+
+
+def _looks_like_bundle(bundle: Path) -> bool:
+    return any((bundle / name).exists() for name in (MANIFEST, INPUT_SPEC, PARITY, *MODELS.values()))
+
+
+def _check_manifest(bundle: Path, checks: _Checks) -> None:
+    manifest, problem = _read_json(bundle / MANIFEST)
+    if manifest is None or not isinstance(manifest.get("files"), dict):
+        checks.add("manifest", False, problem or f"{MANIFEST} has no 'files' table; regenerate the bundle")
+        checks.add("checksums", False, f"cannot check checksums without a valid {MANIFEST}")
+        return
+    listed = manifest["files"]
+    checks.add("manifest", True, f"{MANIFEST} lists {len(listed)} files")
+    problems, missing = [], []
+    for rel, entry in sorted(listed.items()):
+        path = bundle / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:  # a manifest never points outside its bundle
+            problems.append(f"{rel}: listed path is outside the bundle")
+            continue
+        if not path.is_file():
+            missing.append(rel)
+            continue
+        actual = sha256_file(path)
+        if actual != entry.get("sha256"):
+            problems.append(f"{rel}: sha256 mismatch, expected {entry.get('sha256')} actual {actual}")
+    if missing:
+        problems.insert(0, "missing: " + ", ".join(missing))
+    unlisted = sorted(set(bundle_files(bundle)) - set(listed))
+    note = f"; {len(unlisted)} file(s) not in the manifest (not checked): {', '.join(unlisted)}" if unlisted else ""
+    if problems:
+        checks.add("checksums", False, "; ".join(problems) + note)
+    else:
+        checks.add("checksums", True, f"all {len(listed)} files match their sha256{note}")
+
+
+def _check_required(bundle: Path, spec: dict | None, checks: _Checks) -> None:
+    missing = [name for name in REQUIRED if not (bundle / name).is_file()]
+    tokenizer_files = list((spec or {}).get("tokenizer", {}).get("files", []))
+    if not tokenizer_files:  # no spec to say which: the minimum a Hugging Face tokenizer loads from
+        tokenizer_files = [TOKENIZER_CONFIG]
+        if not any((bundle / name).is_file() for name in TOKENIZER_VOCABS):
+            missing.append(" or ".join(TOKENIZER_VOCABS))
+    missing += [name for name in tokenizer_files if not (bundle / name).is_file()]
+    if missing:
+        checks.add("required files", False, "missing: " + ", ".join(missing))
+    else:
+        checks.add("required files", True, f"models, config, spec, parity and tokenizer ({', '.join(tokenizer_files)}) present")
+
+
+def _check_interface(name: str, session, spec: dict, checks: _Checks) -> None:
+    """The model's inputs/outputs are those the spec promises a server (names, int64/float32, labels)."""
+    inputs = {i.name: i.type for i in session.get_inputs()}
+    wanted = {i["name"]: "tensor(int64)" for i in spec.get("inputs", [])}
+    outputs = {o.name: o for o in session.get_outputs()}
+    problems = [f"input {n!r} is {inputs.get(n, 'absent')}, spec says {t}" for n, t in wanted.items() if inputs.get(n) != t]
+    for out in spec.get("outputs", []):
+        found = outputs.get(out["name"])
+        if found is None:
+            problems.append(f"output {out['name']!r} is absent")
+            continue
+        labels = out.get("shape", [None, None])[-1]
+        if isinstance(labels, int) and isinstance(found.shape[-1], int) and found.shape[-1] != labels:
+            problems.append(f"output {out['name']!r} has {found.shape[-1]} labels, spec says {labels}")
+    checks.add(f"interface {name}", not problems, "; ".join(problems) or "inputs and outputs match input_spec.json")
+
+
+def _parity(name: str, logits: np.ndarray, expected: np.ndarray, atol: float, checks: _Checks) -> np.ndarray:
+    if logits.shape != expected.shape:
+        checks.add(f"parity {name}", False, f"logits shape {logits.shape} differs from the stored {expected.shape}")
+        return logits
+    diff = float(np.abs(logits - expected).max())
+    ok = diff <= atol
+    checks.add(f"parity {name}", ok, f"max |logit diff| {diff:.3g} {'<=' if ok else '>'} tolerance {atol:g}")
+    return logits
+
+
+def _argmax_check(name: str, logits: np.ndarray, expected: np.ndarray, atol: float, checks: _Checks) -> None:
+    """Predicted labels equal the stored ones, except where the stored top-2 margin is within the
+    tolerance (a legitimate tie that a within-tolerance change may flip)."""
+    if logits.shape != expected.shape:
+        return
+    top2 = np.sort(expected, axis=-1)[:, -2:] if expected.shape[-1] > 1 else np.zeros((len(expected), 2))
+    clear = (top2[:, 1] - top2[:, 0]) > 2 * atol
+    flipped = (logits.argmax(-1) != expected.argmax(-1)) & clear
+    rows = np.flatnonzero(flipped).tolist()
+    ties = len(expected) - int(clear.sum())
+    checks.add(
+        f"argmax {name}", not rows,
+        f"predicted labels differ from the stored ones on rows {rows}" if rows
+        else f"labels agree on all {int(clear.sum())} rows with a clear margin ({ties} near-ties within 2 x atol not compared)",
+    )
+
+
+def _vocab_size(bundle: Path, spec: dict | None) -> int:
+    config, _ = _read_json(bundle / CONFIG)
+    for source in (config or {}, (spec or {}).get("tokenizer", {})):
+        if isinstance(source.get("vocab_size"), int) and source["vocab_size"] > 0:
+            return source["vocab_size"]
+    return 30522  # BERT's WordPiece size; only the spread of random ids depends on it
+
+
+def _max_positions(bundle: Path, spec: dict | None) -> int | None:
+    config, _ = _read_json(bundle / CONFIG)
+    value = (config or {}).get("max_position_embeddings") or (spec or {}).get("max_position_embeddings")
+    return int(value) if value else None
+
+
+def _gpu_path(bundle: Path, parity: dict | None, grid: dict | None, warmup: int, runs: int, vocab: int, checks: _Checks) -> dict:
+    """Parity and latency with the CUDA execution provider on an fp16 copy of model.onnx."""
+    ort = _ort()
+    providers = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in providers:
+        return {"status": f"skipped: CUDA execution provider not available (providers: {', '.join(providers)})"}
+    if not isinstance(parity, dict) and grid is None:
+        return {"status": "skipped: nothing to run on the GPU (no parity vectors and no latency grid)"}
+    with tempfile.TemporaryDirectory(prefix="verify-fp16-") as tmp:
+        fp16_path = Path(tmp) / "model.fp16.onnx"
+        try:
+            session = make_session(fp16_copy(bundle / "model.onnx", fp16_path), 1, "cuda")
+        except ImportError as error:
+            return {"status": f"skipped: cannot build the fp16 graph, onnx or onnxruntime.transformers.float16 "
+                              f"is not importable ({error})"}
+        except Exception as error:  # a conversion or CUDA load failure is a finding, reported as such
+            checks.add("gpu fp16", False, f"could not build or load the fp16 CUDA model: {str(error).strip()[:300]}")
+            return {"status": f"failed: {str(error).strip()[:300]}"}
+        if session.get_providers()[0] != "CUDAExecutionProvider":
+            # ORT lists CUDA when the package has it but falls back to CPU when the CUDA libraries are missing
+            return {"status": f"skipped: CUDA execution provider listed but did not start (session runs on {session.get_providers()})"}
+        result: dict = {"status": "measured", "provider": "CUDAExecutionProvider", "model": "model.onnx converted to fp16 (IO kept fp32)"}
+        try:
+            if parity is not None:
+                ids = np.asarray(parity["inputs"]["input_ids"], dtype=np.int64)
+                mask = np.asarray(parity["inputs"]["attention_mask"], dtype=np.int64)
+                expected = np.asarray(parity["models"]["fp32"]["logits"], dtype=np.float32)
+                atol = float(parity.get("gpu_fp16_atol", GPU_FP16_ATOL))
+                logits = bound_runner(session, ids, mask, "cuda")[1]()
+                _parity("gpu fp16", logits, expected, atol, checks)
+                _argmax_check("gpu fp16", logits, expected, atol, checks)
+                result["parity_max_abs_diff"] = float(np.abs(logits - expected).max()) if logits.shape == expected.shape else None
+                result["parity_atol"] = atol
+            if grid is not None:
+                result["latency_grid"] = {"onnx_fp16_cuda": latency_grid(
+                    fp16_path, grid["batch_sizes"], grid["seq_lens"], 1, warmup, runs, vocab, "cuda", session=session)}
+        except Exception as error:  # a CUDA run failure is a failed check, not a crash
+            checks.add("gpu fp16", False, f"running the fp16 model on CUDA failed: {str(error).strip()[:300]}")
+            result["status"] = f"failed: {str(error).strip()[:300]}"
+    return result
+
+
+def verify_bundle(
+    bundle: Path,
+    threads: int | None = None,
+    warmup: int = 5,
+    runs: int = 20,
+    budget_ms: float | None = None,
+    grid: bool = True,
+    gpu: bool = True,
+) -> dict:
+    """Run every check on ``bundle`` and return ``{"ok", "checks", "latency_grid", "gpu", "machine"}``.
+
+    Args:
+        threads: ONNX Runtime intra-op threads for parity and latency; None = the CPUs available.
+        budget_ms: p95 budget for the INT8 model in ms; overrides input_spec.json's latency_budget.
+        grid: measure the latency grid (the budget cell is measured either way when a budget is set).
+        gpu: also verify on CUDA when available (False: recorded as skipped).
+
+    Raises:
+        BundleError: ``bundle`` is not a bundle directory, or onnxruntime is missing.
+    """
+    bundle = Path(bundle)
+    if not bundle.is_dir() or not _looks_like_bundle(bundle):
+        what = "does not exist" if not bundle.exists() else "is not a directory" if not bundle.is_dir() else (
+            f"has none of {MANIFEST}, {INPUT_SPEC}, {PARITY}, model.onnx or model.int8.onnx")
+        raise BundleError(
+            f"{bundle} {what}, so it is not a distilprune serving bundle. Pass the bundle directory an "
+            f"export wrote (runs/<recipe>/<time>/bundles/<checkpoint>/, the one holding model.onnx and "
+            f"{MANIFEST})."
+        )
+    _ort()  # fail here, as unusable input, when onnxruntime is missing
+    threads = threads or available_threads()
+    checks = _Checks()
+    _check_manifest(bundle, checks)
+    spec, spec_problem = _read_json(bundle / INPUT_SPEC)
+    _check_required(bundle, spec, checks)
+
+    sessions: dict[str, object] = {}
+    for key, filename in MODELS.items():
+        if (bundle / filename).is_file():
+            try:
+                sessions[key] = make_session(bundle / filename, threads)
+            except Exception as error:  # ORT's own message says what is wrong with the graph
+                checks.add(f"load {filename}", False, f"ONNX Runtime cannot load {filename}: {str(error).strip()[:300]}")
+    if spec is not None:
+        for key, session in sessions.items():
+            _check_interface(MODELS[key], session, spec, checks)
+    elif spec_problem:
+        checks.add("input spec", False, spec_problem)
+
+    parity, parity_problem = _read_json(bundle / PARITY)
+    if parity is None:
+        checks.add("parity", False, parity_problem)
+    else:
+        try:
+            input_ids = np.asarray(parity["inputs"]["input_ids"], dtype=np.int64)
+            attention_mask = np.asarray(parity["inputs"]["attention_mask"], dtype=np.int64)
+            stored = {fmt: (np.asarray(parity["models"][fmt]["logits"], dtype=np.float32), float(parity["models"][fmt]["atol"]))
+                      for fmt in ("fp32", "int8")}
+        except (KeyError, TypeError, ValueError) as error:
+            checks.add("parity", False, f"{PARITY} is malformed ({error!r}); regenerate the bundle")
+            parity = None
+        else:
+            for fmt, key in (("fp32", "onnx_fp32"), ("int8", "onnx_int8")):
+                if key not in sessions:
+                    checks.add(f"parity {fmt}", False, f"{MODELS[key]} could not be run")
+                    continue
+                expected, atol = stored[fmt]
+                logits = sessions[key].run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+                _parity(fmt, logits, expected, atol, checks)
+                _argmax_check(fmt, logits, expected, atol, checks)
+
+    grid_sizes = dict(DEFAULT_GRID)
+    if spec and isinstance(spec.get("latency_grid"), dict):
+        grid_sizes = {k: [int(v) for v in spec["latency_grid"].get(k, DEFAULT_GRID[k])] for k in DEFAULT_GRID}
+    max_positions = _max_positions(bundle, spec)
+    if max_positions:
+        too_long = [s for s in grid_sizes["seq_lens"] if s > max_positions]
+        grid_sizes["seq_lens"] = [s for s in grid_sizes["seq_lens"] if s <= max_positions]
+    else:
+        too_long = []
+    vocab = _vocab_size(bundle, spec)
+    measured: dict[str, list[dict]] = {}
+    if grid:
+        errors = []
+        for key, session in sessions.items():
+            try:
+                measured[key] = latency_grid(bundle / MODELS[key], grid_sizes["batch_sizes"], grid_sizes["seq_lens"],
+                                             threads, warmup, runs, vocab, session=session)
+            except Exception as error:  # a shape the model rejects is a finding, not a crash
+                errors.append(f"{MODELS[key]}: {str(error).strip()[:300]}")
+        cells = sum(len(v) for v in measured.values())
+        note = f"; sequence lengths {too_long} skipped (over max_position_embeddings={max_positions})" if too_long else ""
+        missing = [MODELS[k] for k in MODELS if k not in sessions]
+        ok = not errors and not missing
+        checks.add("latency grid", ok, f"{cells} cells measured ({threads} thread{'s' if threads != 1 else ''}, {warmup} warmup, {runs} runs){note}" if ok
+                   else "; ".join(errors + [f"{m} could not be loaded" for m in missing]))
+
+    _check_budget(spec, budget_ms, measured, sessions, threads, warmup, runs, vocab, checks)
+
+    gpu_result = (_gpu_path(bundle, parity, grid_sizes if grid else None, warmup, runs, vocab, checks) if gpu
+                  else {"status": "skipped: turned off (--no-gpu / export.gpu=off)"})
+    machine = machine_info(threads)
+    return {
+        "ok": all(c["ok"] for c in checks.items),
+        "bundle": str(bundle),
+        "checks": checks.items,
+        "latency_setup": {"threads": threads, "warmup": warmup, "runs": runs, "inputs": "random token ids, full attention mask", **grid_sizes},
+        "latency_grid": measured,
+        "gpu": gpu_result,
+        "machine": machine,
+    }
+
+
+def _check_budget(spec, budget_ms, measured, sessions, threads, warmup, runs, vocab, checks: _Checks) -> None:
+    budget = dict((spec or {}).get("latency_budget") or {})
+    if budget_ms is not None:
+        budget["p95_ms"] = float(budget_ms)
+    if budget.get("p95_ms") is None:
+        checks.add("latency budget", True, "no budget set (--budget-ms or input_spec.json latency_budget)", skipped=True)
+        return
+    if "onnx_int8" not in sessions:
+        checks.add("latency budget", False, "model.int8.onnx could not be run, so the budget cannot be checked")
+        return
+    batch = int(budget.get("batch_size") or DEFAULT_BUDGET_CELL["batch_size"])
+    seq = int(budget.get("seq_len") or DEFAULT_BUDGET_CELL["seq_len"])
+    capped = ""
+    max_seq_len = (spec or {}).get("max_seq_len")
+    if isinstance(max_seq_len, int) and seq > max_seq_len:
+        # the tokenizer truncates at max_seq_len, so a server never runs longer sequences than that
+        capped, seq = f" (sequence {seq} capped to the bundle's max_seq_len)", max_seq_len
+    cell = next((c for c in measured.get("onnx_int8", []) if c["batch_size"] == batch and c["seq_len"] == seq), None)
+    if cell is None:  # the budget cell is not on the grid (or the grid was not run): measure it alone
+        try:
+            cell = latency_grid(Path("model.int8.onnx"), [batch], [seq], threads, warmup, runs, vocab,
+                                session=sessions["onnx_int8"])[0]
+        except Exception as error:
+            checks.add("latency budget", False, f"cannot run model.int8.onnx at batch {batch}, sequence {seq}: "
+                       f"{str(error).strip()[:300]}")
+            return
+    limit = float(budget["p95_ms"])
+    ok = cell["p95"] <= limit
+    where = f"batch {batch}, sequence {seq}, {threads} thread{'s' if threads != 1 else ''}{capped}"
+    checks.add(
+        "latency budget", ok,
+        f"INT8 p95 {cell['p95']:.3f} ms <= budget {limit:g} ms ({where})" if ok else
+        f"INT8 p95 {cell['p95']:.3f} ms exceeds the budget of {limit:g} ms ({where}); ship a smaller "
+        f"checkpoint, give it more threads, or raise the budget",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def format_grid(measured: dict[str, list[dict]]) -> list[str]:
+    """A plain-text latency table: one line per format x batch x sequence."""
+    lines = [f"{'model':<16}{'batch':>6}{'seq':>6}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}"]
+    for key, cells in measured.items():
+        for c in cells:
+            lines.append(f"{key:<16}{c['batch_size']:>6}{c['seq_len']:>6}{c['p50']:>10.3f}{c['p95']:>10.3f}{c['p99']:>10.3f}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path, help="the bundle directory (holds model.onnx and manifest.json)")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: CPUs available)")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per latency cell")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs before each latency cell")
+    parser.add_argument("--budget-ms", type=float, default=None, help="INT8 p95 budget in ms (overrides the bundle's)")
+    parser.add_argument("--no-grid", action="store_true", help="skip the latency grid")
+    parser.add_argument("--no-gpu", action="store_true", help="skip the CUDA check even where CUDA is available")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the full result as JSON")
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1 or args.runs < 1 or args.warmup < 0:
+        print("error: --threads and --runs must be at least 1 and --warmup at least 0.", file=sys.stderr)
+        return 2
+    try:
+        result = verify_bundle(args.bundle, args.threads, args.warmup, args.runs, args.budget_ms, not args.no_grid, not args.no_gpu)
+    except BundleError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for check in result["checks"]:
+        status = "SKIP" if check.get("skipped") else "PASS" if check["ok"] else "FAIL"
+        print(f"{status}  {check['name']}: {check['detail']}")
+    gpu = result["gpu"]
+    if gpu.get("status", "").startswith("skipped"):
+        print(f"SKIP  gpu: {gpu['status']}")
+    machine = result["machine"]
+    print(f"machine: {machine['cpu']} [{', '.join(machine['instruction_sets']) or 'no AVX2/AVX-512/AMX flags'}], "
+          f"onnxruntime {machine['onnxruntime']}, {machine['threads']} threads")
+    measured = dict(result["latency_grid"])
+    measured.update(gpu.get("latency_grid", {}))
+    if measured:
+        print("\n".join(format_grid(measured)))
+    if args.json:
+        _write_atomic(args.json, json.dumps(result, indent=2))
+    failed = [c["name"] for c in result["checks"] if not c["ok"]]
+    print(f"{'OK' if not failed else 'FAILED'}: {args.bundle} " + (f"({', '.join(failed)})" if failed else "verified on this machine"))
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

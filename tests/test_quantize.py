@@ -1,0 +1,217 @@
+"""INT8 accuracy gate and fusion check on a tiny exported student (hidden 64, 2 layers, 2 heads of 32).
+
+"Accuracy" here is agreement with the fp32 model's own predictions on 48 random sentences, so the
+fp32 accuracy is 1.0 by construction and an INT8 model's accuracy is its argmax agreement with fp32.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import VOCAB, tiny_bert
+from distilprune.errors import ConfigError, ExportError
+from distilprune.export.onnx_export import check_fusion, count_ops, export_student, ort_session
+from distilprune.export.quantize import (
+    METHODS,
+    quantizable_groups,
+    quantize_static_int8,
+    quantize_with_gate,
+    sensitive_groups,
+)
+from distilprune.students import student_from_teacher
+from distilprune.students.distilbert import MultiHeadSelfAttention
+
+
+def _feeds(batches: int, seed: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(batches):
+        ids = rng.integers(5, len(VOCAB), (16, 16)).astype(np.int64)
+        ids[:, 0] = 2  # [CLS]
+        mask = np.ones_like(ids)
+        mask[::3, 10:] = 0  # some padded rows, as in real batches
+        feeds.append({"input_ids": ids, "attention_mask": mask})
+    return feeds
+
+
+def _predict(path: Path, feeds) -> np.ndarray:
+    session = ort_session(path, threads=1)
+    return np.concatenate([session.run(None, feed)[0] for feed in feeds]).argmax(-1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(fp32 path, evaluate, test feeds, calibration feeds); evaluate = agreement with fp32 argmax."""
+    student = student_from_teacher(tiny_bert(num_layers=3), num_layers=2).eval()
+    exported = export_student(student, tmp_path_factory.mktemp("fp32"))
+    test_feeds, calibration = _feeds(3, seed=1), _feeds(4, seed=2)
+    labels = _predict(exported.fp32_path, test_feeds)
+
+    def evaluate(path: Path) -> float:
+        return float((_predict(path, test_feeds) == labels).mean())
+
+    return exported.fp32_path, evaluate, test_feeds, calibration
+
+
+def _p50(path: Path) -> float:
+    from distilprune.export.measure import time_ms
+
+    session = ort_session(path, threads=1)
+    feed = _feeds(1, seed=3)[0]
+    return time_ms(lambda: session.run(None, feed), warmup=1, runs=3)["p50"]
+
+
+def _float_nodes(path: Path) -> dict[str, str]:
+    return {node.name: node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_default_dynamic_passes_and_ships_alone(setup, tmp_path):
+    fp32, evaluate, _, calibration = setup
+    int8 = tmp_path / "model.int8.onnx"
+    result = quantize_with_gate(fp32, int8, evaluate, 1.0, 0.5, list(METHODS[1:]), calibration, _p50)
+    assert [a["method"] for a in result["attempts"]] == ["dynamic"]
+    assert result["shipped"] == "dynamic" and result["passed"] is True
+    attempt = result["attempts"][0]
+    assert attempt["accuracy"] >= 0.5 and attempt["drop"] == pytest.approx(1.0 - attempt["accuracy"])
+    assert attempt["p50_ms"] > 0 and 0 < attempt["size_mb"] < 1
+    assert result["quantized_ops"]["QAttention"] == 2
+    assert result["verdict"].startswith("Dynamic INT8 passed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx"]  # no attempt files left
+
+
+def test_nothing_passes_every_attempt_in_configured_order(setup, tmp_path):
+    fp32, evaluate, _, calibration = setup
+    calls: list[Path] = []
+
+    def halved(path: Path) -> float:  # every variant loses at least half: nothing can pass 1 point
+        calls.append(path)
+        return 0.5 * evaluate(path)
+
+    order = ["reduce_range", "static", "per_channel", "exclude_sensitive"]
+    int8 = tmp_path / "model.int8.onnx"
+    result = quantize_with_gate(fp32, int8, halved, 1.0, 0.01, order, calibration, _p50)
+    assert [a["method"] for a in result["attempts"]] == ["dynamic", *order]
+    assert len(calls) == 5  # one evaluation per attempt
+    assert all(a["accuracy"] is not None and a["passed"] is False for a in result["attempts"])
+    assert all(a["drop"] >= 0.5 for a in result["attempts"])
+    best = max(a["accuracy"] for a in result["attempts"])
+    shipped = next(a for a in result["attempts"] if a["method"] == result["shipped"])
+    assert result["passed"] is False and shipped["accuracy"] == best
+    assert "No INT8 variant" in result["verdict"] and result["shipped"] in result["verdict"]
+    assert int8.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx"]
+
+
+def test_stops_at_first_passing_fallback_and_ships_it(setup, tmp_path):
+    fp32, evaluate, _, calibration = setup
+    scores = iter([0.2, 1.0])  # dynamic fails, per_channel passes; reduce_range is never tried
+    int8 = tmp_path / "model.int8.onnx"
+    result = quantize_with_gate(
+        fp32, int8, lambda path: next(scores), 1.0, 0.01, ["per_channel", "reduce_range"], calibration, _p50
+    )
+    assert [a["method"] for a in result["attempts"]] == ["dynamic", "per_channel"]
+    assert result["shipped"] == "per_channel" and result["passed"] is True
+    assert "per_channel" in result["verdict"]
+    # per-channel weights: the shipped file carries weight scales with one entry per output channel
+    scales = [init for init in onnx.load(str(int8)).graph.initializer if init.name.endswith("_scale")]
+    assert any(len(init.dims) == 1 and init.dims[0] > 1 for init in scales)
+
+
+def test_static_int8_runs_and_agrees_with_fp32(setup, tmp_path):
+    fp32, evaluate, test_feeds, calibration = setup
+    out = tmp_path / "static.onnx"
+    ops = quantize_static_int8(fp32, out, calibration)
+    assert ops["QLinearMatMul"] > 0 and ops["QGemm"] > 0
+    assert ops["Attention"] == 2  # ORT has no static QAttention; fused attention stays fp32
+    assert evaluate(out) >= 0.9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["static.onnx"]
+
+
+def test_exclude_sensitive_keeps_the_top_layers_float(setup, tmp_path):
+    fp32, _, _, calibration = setup
+    groups = quantizable_groups(fp32)
+    assert set(groups) == {"embeddings", "layer 0", "layer 1", "head"}
+    assert "Attention_0" in groups["layer 0"] and "/layer.1/ffn/lin2/MatMul" in groups["layer 1"]
+    ranked = sensitive_groups(fp32, tmp_path, calibration)
+    assert [g for g, _, _ in ranked] and sorted(g for g, _, _ in ranked) == sorted(groups)
+    assert ranked[0][1] >= ranked[-1][1]
+
+    scores = iter([0.0, 1.0])  # force the fallback
+    int8 = tmp_path / "model.int8.onnx"
+    result = quantize_with_gate(fp32, int8, lambda p: next(scores), 1.0, 0.01, ["exclude_sensitive"], calibration, _p50)
+    attempt = result["attempts"][1]
+    assert result["shipped"] == "exclude_sensitive" and len(attempt["excluded_groups"]) == 2
+    nodes = _float_nodes(int8)
+    kept = [name for name in attempt["excluded_nodes"] if name in nodes]
+    assert kept  # the excluded nodes are still in the graph under their own names ...
+    assert all(nodes[name] in ("MatMul", "Attention", "EmbedLayerNormalization") for name in kept)  # ... in float
+    assert not any(name + "_quant" in nodes for name in attempt["excluded_nodes"])
+    assert count_ops(int8)["MatMulInteger"] > 0  # the other layers are still INT8
+
+
+def test_missing_calibration_is_recorded_not_fatal(setup, tmp_path):
+    fp32, evaluate, _, _ = setup
+    scores = iter([0.0, 0.0])
+    result = quantize_with_gate(
+        fp32, tmp_path / "m.onnx", lambda p: next(scores), 1.0, 0.01, ["static", "per_channel"], None, _p50
+    )
+    static = result["attempts"][1]
+    assert static["method"] == "static" and static["accuracy"] is None and "calibration" in static["error"]
+    assert result["attempts"][2]["method"] == "per_channel" and result["passed"] is False
+
+
+def test_unknown_fallback_is_a_config_error(setup, tmp_path):
+    fp32, evaluate, _, _ = setup
+    with pytest.raises(ConfigError, match="per_chanel"):
+        quantize_with_gate(fp32, tmp_path / "m.onnx", evaluate, 1.0, 0.01, ["per_chanel"], None, _p50)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- fusion check (export/onnx_export.py) ----
+
+def test_fusion_check_counts_fused_nodes(setup):
+    fp32, *_ = setup
+    counts = check_fusion(fp32, num_layers_with_heads=2)
+    assert counts["Attention"] == 2 and counts["SkipLayerNormalization"] == 4
+    assert counts["EmbedLayerNormalization"] == 1 and counts["BiasGelu"] == 2
+    with pytest.raises(ExportError, match="Attention fused in only 2 of the 3 layers"):
+        check_fusion(fp32, num_layers_with_heads=3)
+
+
+def _einsum_forward(self, hidden, mask_bias):
+    """Same maths as MultiHeadSelfAttention.forward with the products as Einsum nodes, which the
+    ORT optimizer's attention pattern (MatMul -> Div -> Add -> Softmax -> MatMul) does not match."""
+    query, key, value = (self._split_heads(lin(hidden)) for lin in (self.q_lin, self.k_lin, self.v_lin))
+    scores = torch.einsum("bhqd,bhkd->bhqk", query, key) / math.sqrt(self.head_dim)
+    context = torch.einsum("bhqk,bhkd->bqhd", torch.softmax(scores + mask_bias, dim=-1), value)
+    batch, seq = context.size(0), context.size(1)
+    return self.out_lin(context.reshape(batch, seq, self.num_heads * self.head_dim))
+
+
+def test_unfused_attention_fails_loudly_unless_accepted(tmp_path, monkeypatch, batch):
+    student = student_from_teacher(tiny_bert(num_layers=3), num_layers=2).eval()
+    with torch.no_grad():
+        expected = student(*batch)
+    monkeypatch.setattr(MultiHeadSelfAttention, "forward", _einsum_forward)
+    with torch.no_grad():  # the altered model computes the same logits: only the graph pattern differs
+        assert torch.allclose(student(*batch), expected, atol=1e-5)
+    with pytest.raises(ExportError) as error:
+        export_student(student, tmp_path / "strict")
+    message = str(error.value)
+    assert "Attention fused in only 0 of the 2 layers" in message
+    assert "SkipLayerNormalization x" in message  # says what did fuse
+    assert "export.require_attention_fusion=false" in message and "\n" not in message
+    assert not (tmp_path / "strict" / "model.int8.onnx").exists()
+
+    accepted = export_student(student, tmp_path / "accepted", require_attention_fusion=False)
+    assert accepted.fused_ops["Attention"] == 0 and accepted.int8_path.is_file()
+
+
+def test_layers_without_heads_need_no_attention(setup):
+    fp32, *_ = setup
+    assert check_fusion(fp32, num_layers_with_heads=0)["Attention"] == 2
