@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from distilprune.data import TextClassificationData, TokenizedSplit, collate
+from distilprune.batching import PaddingCollator, ShuffledBatchSampler
+from distilprune.data import TextClassificationData, TokenizedSplit
+from distilprune.errors import ConfigError
 
 
 class TextDataModule(L.LightningDataModule):
-    """Tokenizes once; batches are padded to their own longest example (dynamic padding)."""
+    """Tokenizes once; training batches come from :class:`ShuffledBatchSampler`.
+
+    ``batch_size`` is the global batch: under a distributed strategy each of the trainer's
+    ``world_size`` processes takes its contiguous share of every batch (the Trainer must be built with
+    ``use_distributed_sampler=False``, since the sharding happens here). The order is a pure function
+    of ``(seed, epoch)``; set ``resume_skip`` before ``fit`` to start the current epoch at that
+    global batch (exact mid-epoch resume).
+
+    Args:
+        padding: "dynamic" pads each batch to its longest example; "max_length" pads every batch
+            to ``max_seq_len`` (the slow baseline, kept for comparison).
+        length_bucketing: batch examples of similar length together (see ShuffledBatchSampler).
+        num_workers: DataLoader worker processes for training (persistent across epochs when > 0).
+        pin_memory: None = on only when the trainer runs on CUDA.
+        teacher_outputs: cached teacher outputs for the TRAIN split (a
+            :class:`distilprune.teacher_cache.TeacherOutputs`); training batches then carry
+            ``teacher_logits`` (batch, labels) float32 and, when stored, ``teacher_hidden``.
+    """
 
     def __init__(
         self,
@@ -22,20 +39,91 @@ class TextDataModule(L.LightningDataModule):
         batch_size: int,
         eval_batch_size: int,
         seed: int,
+        *,
+        padding: str = "dynamic",
+        length_bucketing: bool = False,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        teacher_outputs=None,
     ) -> None:
         super().__init__()
+        if padding not in ("dynamic", "max_length"):
+            raise ConfigError(f"train.padding must be 'dynamic' or 'max_length', not {padding!r}.")
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
-        self.collate = partial(collate, pad_token_id=tokenizer.pad_token_id or 0)
+        self.max_seq_len, self.padding, self.length_bucketing = max_seq_len, padding, length_bucketing
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.pad_token_id = tokenizer.pad_token_id or 0
         self.splits = {
             name: TokenizedSplit(getattr(data, name), tokenizer, max_seq_len)
             for name in ("train", "validation", "test")
         }
+        self.teacher_outputs = None
+        self.set_teacher_outputs(teacher_outputs)
+        self.resume_skip: int = 0
+        """Global batches of the current epoch already trained (resume); applied once by train_dataloader()."""
+        self.train_sampler: ShuffledBatchSampler | None = None
+
+    # -- what the pipeline needs to build the teacher cache -------------------------------------
+    @property
+    def train_split(self) -> TokenizedSplit:
+        """The tokenized training split; teacher cache row i = ``train_split[i]``."""
+        return self.splits["train"]
+
+    def train_lengths(self) -> list[int]:
+        """Token count of every training example (after truncation to max_seq_len)."""
+        return self.splits["train"].lengths()
+
+    def set_teacher_outputs(self, teacher_outputs) -> None:
+        """Attach cached teacher outputs for the train split (or None to run the teacher live)."""
+        if teacher_outputs is not None and len(teacher_outputs) != len(self.splits["train"]):
+            raise ConfigError(
+                f"The cached teacher outputs hold {len(teacher_outputs)} examples but the training split "
+                f"has {len(self.splits['train'])}. Build the cache from this datamodule's train_split."
+            )
+        self.teacher_outputs = teacher_outputs
+
+    # -- loaders ------------------------------------------------------------------------------------
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def _pin(self) -> bool:
+        if self.pin_memory is not None:
+            return self.pin_memory
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)  # the shuffling order is part of the seed
+        world_size, rank = self._world()
+        trainer = self.trainer
+        if world_size > 1 and getattr(getattr(trainer, "_accelerator_connector", None), "use_distributed_sampler", False):
+            raise RuntimeError(
+                "TextDataModule shards each global batch itself; build the Trainer with "
+                "use_distributed_sampler=False, or Lightning would shard the batches a second time."
+            )
+        sampler = ShuffledBatchSampler(
+            self.train_lengths(), self.batch_size, self.seed, world_size=world_size, rank=rank,
+            bucketing=self.length_bucketing,
+        )
+        if trainer is not None:
+            # Lightning sets the epoch only after it has made the first iterator; a resumed run starts
+            # at a later epoch, so the sampler must know that epoch from the start.
+            sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
+        if self.resume_skip:
+            sampler.skip_next(self.resume_skip)
+            self.resume_skip = 0
+        self.train_sampler = sampler
+        collate = PaddingCollator(
+            self.pad_token_id, self.max_seq_len if self.padding == "max_length" else None, self.teacher_outputs
+        )
+        # A dedicated generator: making a DataLoader iterator draws a base seed from it, and drawing it
+        # from the global torch RNG would shift dropout masks (exact resume needs them unchanged).
+        generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
-            self.splits["train"], batch_size=self.batch_size, shuffle=True, generator=generator,
-            collate_fn=self.collate, drop_last=False,
+            self.splits["train"], batch_sampler=sampler, collate_fn=collate, generator=generator,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=self._pin(),
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -45,4 +133,6 @@ class TextDataModule(L.LightningDataModule):
         return self._eval_loader("test")
 
     def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=self.eval_batch_size, collate_fn=self.collate)
+        # Evaluation always pads dynamically: padding never changes a prediction, only its cost.
+        return DataLoader(self.splits[split], batch_size=self.eval_batch_size,
+                          collate_fn=PaddingCollator(self.pad_token_id))
