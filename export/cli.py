@@ -42,9 +42,10 @@ def reexport(run_dir: Path, threads: int | None = None, runs: int | None = None)
     teacher = load_teacher(teacher_source, teacher_source, num_labels=None)
     out_dir = run_dir / "reexports" / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=False)
-    report, json_path = export_run(run_dir, out_dir, recipe, teacher, tokenizer, data, extra={"training": run_info})
-    print_report(report, json_path)
-    return json_path
+    result = export_run(run_dir, out_dir, recipe, teacher, tokenizer, data, extra={"training": run_info})
+    print_report(result.report, result.json_path)
+    result.raise_if_failed()
+    return result.json_path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,7 +70,60 @@ def to_markdown(report: dict) -> str:
             f"- `{ckpt['name']}`: ONNX fp32 vs PyTorch max |logit diff| = {ckpt['onnx_max_abs_diff']:.2e}; "
             f"fused ops {ckpt.get('fused_ops', {})}; bundle `{ckpt['bundle']}`"
         )
+    lines += _grid_section(report) + _int8_section(report) + _verification_section(report)
+    selected = report.get("selected")
+    budget = report.get("export", {}).get("latency_budget")
+    if "selected" in report:
+        lines += ["", "## Selected bundle", ""]
+        if selected:
+            lines.append(f"{selected['reason']} Copied to `bundles/selected`.")
+        else:
+            lines.append(f"No checkpoint meets the latency budget {budget}; nothing was selected.")
     return "\n".join(lines) + "\n"
+
+
+def _grid_section(report: dict) -> list[str]:
+    if not any("latency_grid" in c for c in report["checkpoints"]):
+        return []
+    lines = ["", f"## Latency grid (ONNX Runtime, {report['machine']['threads']} threads, p50 / p95 ms)", "",
+             "| checkpoint | format | batch | seq | p50 | p95 | p99 |", "|---|---|---|---|---|---|---|"]
+    for ckpt in report["checkpoints"]:
+        for fmt, cells in ckpt.get("latency_grid", {}).items():
+            for c in cells:
+                lines.append(f"| {ckpt['name']} | {fmt} | {c['batch_size']} | {c['seq_len']} | {c['p50']:.2f} | "
+                             f"{c['p95']:.2f} | {c['p99']:.2f} |")
+    return lines
+
+
+def _int8_section(report: dict) -> list[str]:
+    if not any("int8" in c for c in report["checkpoints"]):
+        return []
+    drop = report.get("export", {}).get("int8_max_drop")
+    lines = ["", f"## INT8 accuracy gate (allowed drop vs ONNX fp32: {drop})", "",
+             "| checkpoint | attempt | accuracy % | drop (points) | p50 ms | passed | shipped |", "|---|---|---|---|---|---|---|"]
+    for ckpt in report["checkpoints"]:
+        gate = ckpt.get("int8", {})
+        for a in gate.get("attempts", []):
+            lines.append(
+                f"| {ckpt['name']} | {a['method']} | {_fmt_pct(a.get('accuracy'))} | "
+                f"{100 * a['drop']:.2f} | {a.get('p50_ms', float('nan')):.2f} | {'yes' if a['passed'] else 'no'} | "
+                f"{'yes' if a['method'] == gate.get('shipped') else ''} |"
+            )
+        if gate.get("verdict"):
+            lines.append(f"| {ckpt['name']} | verdict: {gate['verdict']} | | | | | |")
+    return lines
+
+
+def _verification_section(report: dict) -> list[str]:
+    if not any("verification" in c for c in report["checkpoints"]):
+        return []
+    lines = ["", "## Bundle verification", ""]
+    for ckpt in report["checkpoints"]:
+        v = ckpt.get("verification", {})
+        failed = [c["name"] for c in v.get("checks", []) if not c["ok"]]
+        lines.append(f"- `{ckpt['name']}`: {'PASS' if v.get('ok') else 'FAIL ' + ', '.join(failed)} "
+                     f"({len(v.get('checks', []))} checks); GPU: {ckpt.get('gpu', {}).get('status', ckpt.get('gpu'))}")
+    return lines
 
 
 def save_report(report: dict, directory: Path) -> tuple[Path, Path]:

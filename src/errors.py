@@ -32,3 +32,9 @@ class ModelError(DistilpruneError):
 
 class ExportError(DistilpruneError):
     """An export or verification step that failed (parity, quantization, latency budget)."""
+
+
+class DivergenceError(DistilpruneError):
+    """Training diverged (NaN or infinite loss); the last good checkpoint is kept."""
+
+    exit_code = 3

@@ -1,8 +1,12 @@
-"""Callbacks: keeping student checkpoints (weights-only safetensors, never the teacher)."""
+"""Callbacks: keeping student checkpoints (weights-only safetensors, never the teacher) and the
+resume checkpoint (model, scores, optimizer, scheduler, loop position, RNG) for exact resume."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time
 from pathlib import Path
 
 import lightning as L
@@ -30,6 +34,14 @@ class KeepStudentCheckpoint(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.probe = next(iter(trainer.datamodule.val_dataloader()))
+
+    # Which checkpoints are still to be kept is part of the resume state.
+    def state_dict(self) -> dict:
+        return {"pending": list(self.pending), "kept": [p.name for p in self.kept]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pending = list(state["pending"])
+        self.kept = [self.root / name for name in state["kept"]]
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if module.pruner is None or not self.pending:
@@ -60,20 +72,84 @@ class KeepStudentCheckpoint(L.Callback):
         if not trainer.is_global_zero:
             return self.root / name
         student, density, extra = self._compacted(module)
-        directory = student.save(self.root / name)
+        final = self.root / name
+        # Write into a staging directory and rename: a kill mid-write never leaves a half checkpoint
+        # under the final name. A resumed run that reaches the same checkpoint again moves the earlier
+        # copy aside instead of overwriting it.
+        staging = self.root / f".{name}.tmp{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        directory = student.save(staging)
         record = {
             "name": name, "order": len(self.kept), "step": int(trainer.global_step),
             "epoch": int(trainer.current_epoch), "density": density,
             "val_acc": _metric(trainer, "val/acc"), **extra, **info,
         }
-        tmp = directory / (CHECKPOINT_INFO + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        tmp.replace(directory / CHECKPOINT_INFO)
-        self.kept.append(directory)
-        return directory
+        (directory / CHECKPOINT_INFO).write_text(json.dumps(record, indent=2))
+        if final.exists():
+            aside = self.root / ".superseded" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            final.rename(aside)
+        directory.rename(final)
+        self.kept.append(final)
+        return final
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.keep(trainer, module, "final")
+
+
+class ResumeCheckpoint(L.Callback):
+    """Write ``<run>/resume/last.ckpt`` every ``every_steps`` optimizer steps and at each epoch end.
+
+    The file holds everything an exact resume needs (student and score weights, optimizer and LR
+    scheduler states, loop counters, callback states, RNG states; never the teacher). It is written
+    to a temporary name and renamed, so a kill during the write leaves the previous one intact.
+    """
+
+    FILENAME = "last.ckpt"
+
+    def __init__(self, directory: Path, every_steps: int) -> None:
+        self.directory = Path(directory)
+        self.every_steps = every_steps
+        self.last_saved_step = -1
+
+    @property
+    def path(self) -> Path:
+        return self.directory / self.FILENAME
+
+    def save(self, trainer: L.Trainer) -> None:
+        if trainer.global_step == self.last_saved_step:
+            return
+        tmp = self.directory / f".{self.FILENAME}.tmp"
+        if trainer.is_global_zero:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(str(tmp))  # every rank calls it; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        self.last_saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self.every_steps and trainer.global_step % self.every_steps == 0:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.save(trainer)
+
+
+class KillAfterStep(L.Callback):
+    """Fault injection for the kill-and-resume test: SIGKILL this process right after optimizer step
+    ``step`` (and after the resume checkpoint of that step, if one is due, was written). Enabled only by
+    the environment variable DISTILPRUNE_TEST_KILL_AFTER_STEP; never part of a normal run."""
+
+    ENV = "DISTILPRUNE_TEST_KILL_AFTER_STEP"
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _metric(trainer: L.Trainer, key: str) -> float | None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import random
+
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
+from distilprune.errors import DivergenceError
 from distilprune.losses import hidden_state_loss, kd_kl_loss
 from distilprune.pruning import BlockPruner, cubic_schedule, linear_ramp
 from distilprune.pruning.masks import sigmoid_l1
@@ -96,6 +100,10 @@ class DistillationModule(_ScheduledModule):
         self.cfg = distill_cfg
         self.lr, self.weight_decay, self.warmup_ratio = train_cfg.lr, train_cfg.weight_decay, train_cfg.warmup_ratio
         self.needs_hidden = distill_cfg.hidden_loss != "none"
+        # kd_weight 0 and no hidden loss is plain fine-tuning: the teacher is not run at all.
+        self.needs_teacher = distill_cfg.kd_weight > 0 or self.needs_hidden
+        self.precision_name = train_cfg.precision
+        self._rng_to_restore: dict | None = None
         teacher_width = teacher.config.hidden_size if hasattr(teacher.config, "hidden_size") else teacher.config.dim
         self.hidden_projection = (
             nn.Linear(student.config.hidden_size, teacher_width)
@@ -125,17 +133,37 @@ class DistillationModule(_ScheduledModule):
             self.pruner.values = {"attention": value, "ffn": value}
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
+        if self._rng_to_restore is not None:
+            # Resumed run: continue the random streams (dropout) exactly where the checkpoint left them.
+            set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
         if self.pruner is not None:
             self.update_pruning_schedule()
 
+    # -- exact resume: RNG state travels with the checkpoint ------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["distilprune"] = {"format": 1, "rng": get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get("distilprune", {}).get("rng")
+
     @torch.no_grad()
-    def teacher_outputs(self, batch) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    def teacher_outputs(self, batch) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:
+        """Teacher logits (batch, labels) and hidden states: from the cached outputs carried by the
+        batch when the teacher cache is on, else from a live forward pass of the frozen teacher."""
+        if "teacher_logits" in batch and (not self.needs_hidden or "teacher_hidden" in batch):
+            return batch["teacher_logits"], batch.get("teacher_hidden")
+        if not self.needs_teacher:
+            return None, None
         out = self.teacher(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             output_hidden_states=self.needs_hidden,
         )
-        return out.logits, (list(out.hidden_states) if self.needs_hidden else None)
+        if not self.needs_hidden:
+            return out.logits, None
+        # hidden_states[0] is the embedding output; student block i matches teacher block source_layers[i]
+        return out.logits, [out.hidden_states[src + 1] for src in self.student.config.source_layers]
 
     def training_step(self, batch, batch_idx):
         teacher_logits, teacher_hidden = self.teacher_outputs(batch)
@@ -145,17 +173,17 @@ class DistillationModule(_ScheduledModule):
             )
         else:
             student_logits = self.student(batch["input_ids"], batch["attention_mask"])
-        kd = kd_kl_loss(student_logits, teacher_logits, self.cfg.temperature)
+        kd = (kd_kl_loss(student_logits, teacher_logits, self.cfg.temperature)
+              if teacher_logits is not None else student_logits.new_zeros((), dtype=torch.float32))
         ce = F.cross_entropy(student_logits.float(), batch["labels"])
         loss = self.cfg.kd_weight * kd + self.cfg.ce_weight * ce
         if self.needs_hidden:
-            sources = self.student.config.source_layers
             hidden = torch.stack([
                 hidden_state_loss(
-                    student_hidden[i + 1], teacher_hidden[src + 1], batch["attention_mask"],
+                    student_hidden[i + 1], teacher_hidden[i], batch["attention_mask"],
                     self.cfg.hidden_loss, self.hidden_projection,
                 )
-                for i, src in enumerate(sources)
+                for i in range(len(teacher_hidden))
             ]).mean()
             loss = loss + self.cfg.hidden_weight * hidden
             self.log("train/hidden_loss", hidden)
@@ -168,6 +196,14 @@ class DistillationModule(_ScheduledModule):
                 self.log("train/l1_scores", l1)
             if self.global_step % self.log_every == 0:
                 self.log_dict({f"density/{k}": v for k, v in self.pruner.densities().items()})
+        if not torch.isfinite(loss.detach()):
+            raise DivergenceError(
+                f"The training loss became {float(loss):.4g} at step {self.global_step} "
+                f"(kd {float(kd):.4g}, ce {float(ce):.4g}). Likely causes: a learning rate too high "
+                f"(train.lr, pruning.scores_lr) or reduced precision overflowing (try "
+                f"train.precision=32-true, or bf16-mixed instead of 16-mixed). The last good resume "
+                f"checkpoint and kept students are left as they were."
+            )
         self.train_accuracy.update(student_logits.argmax(-1), batch["labels"])
         self.log_dict({"train/loss": loss, "train/kd_loss": kd, "train/ce_loss": ce}, prog_bar=False)
         self.log("train/acc", self.train_accuracy, on_step=True, on_epoch=False)
@@ -193,3 +229,27 @@ class DistillationModule(_ScheduledModule):
         if self.pruner is None:
             return self.student, 1.0
         return self.pruner.fold(self.student), self.pruner.densities()["overall"]
+
+
+def get_rng_state() -> dict:
+    """Python, NumPy and torch (CPU and CUDA) RNG states as plain types and tensors, so the resume
+    checkpoint loads with ``torch.load(weights_only=True)``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -62,12 +62,7 @@ class BlockPruner(nn.Module):
         # Current keep fraction (topk) or sigmoid threshold, per group; set by the schedule.
         self.values = {"attention": 1.0 if method == "topk" else 0.0, "ffn": 1.0 if method == "topk" else 0.0}
         self._modules_by_key: dict[str, list[tuple[nn.Linear, str]]] = {}
-        for name in block_shapes:
-            if name not in ATTENTION_TARGETS:
-                raise ConfigError(
-                    f"Unknown pruning target {name!r}. Block-pruned targets are "
-                    f"{', '.join(ATTENTION_TARGETS)}; FFN rows are pruned with pruning.ffn_density."
-                )
+        self.check(student, block_shapes)
         for index in range(len(layers_of(student))):
             for part, shape in block_shapes.items():
                 linear = layer_part(student, index, part)
@@ -82,6 +77,21 @@ class BlockPruner(nn.Module):
                 self.scores[key] = nn.Parameter(torch.zeros(ffn_in.out_features))
                 self._attach(ffn_in, key, "rows")
                 self._attach(ffn_out, key, "cols")
+
+    @staticmethod
+    def check(student: nn.Module, block_shapes: dict[str, list[int]]) -> None:
+        """Raise ConfigError for an unknown target or a block shape that does not tile a weight,
+        without touching ``student`` (the pipeline checks before it creates a run directory)."""
+        architecture_of(student)
+        for name in block_shapes:
+            if name not in ATTENTION_TARGETS:
+                raise ConfigError(
+                    f"Unknown pruning target {name!r}. Block-pruned targets are "
+                    f"{', '.join(ATTENTION_TARGETS)}; FFN rows are pruned with pruning.ffn_density."
+                )
+        for index in range(len(layers_of(student))):
+            for part, shape in block_shapes.items():
+                _block_shape(shape, layer_part(student, index, part), part)
 
     def _attach(self, linear: nn.Linear, key: str, layout: str) -> None:
         parametrize.register_parametrization(linear, "weight", _MaskedWeight(self, key, layout), unsafe=True)
