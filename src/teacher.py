@@ -22,8 +22,16 @@ from distilprune.errors import ModelError
 TEACHER_META = "distilprune_teacher.json"
 
 
+def _expand(spec: str) -> Path:
+    """``spec`` as a path, ``~`` expanded; ``~name`` for a user this machine does not know stays literal."""
+    try:
+        return Path(spec).expanduser()
+    except RuntimeError:
+        return Path(spec)
+
+
 def _looks_like_path(spec: str) -> bool:
-    return spec.startswith(("/", "./", "../", "~")) or os.sep in spec and Path(spec).expanduser().exists()
+    return spec.startswith(("/", "./", "../", "~")) or os.sep in spec and _expand(spec).exists()
 
 
 def resolve_teacher(spec: str) -> tuple[str, str]:
@@ -35,7 +43,7 @@ def resolve_teacher(spec: str) -> tuple[str, str]:
                              f"{', '.join(n for n, a in assets.ASSETS.items() if a.kind == 'model')}.")
         return str(assets.fetch(spec)), f"asset:{spec}:{asset.sha256}"
     if _looks_like_path(spec):
-        path = Path(spec).expanduser()
+        path = _expand(spec)
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ModelError(
                 f"The teacher path {spec} does not exist or is not a model directory (it needs a "
@@ -61,11 +69,15 @@ def load_tokenizer(source: str, spec: str):
         raise ModelError(_load_failure(spec, "tokenizer", error)) from None
 
 
-def load_teacher(source: str, spec: str, num_labels: int | None, label_names: list[str] | None = None) -> nn.Module:
+def load_teacher(
+    source: str, spec: str, num_labels: int | None, label_names: list[str] | None = None, tokenizer=None
+) -> nn.Module:
     """A Hugging Face sequence classifier in eval mode, with eager attention.
 
     Eager attention keeps the model exportable in the form ONNX Runtime fuses, and lets the
     student copy reproduce its numerics; ``num_labels=None`` keeps the checkpoint's own head.
+    The model is checked against ``tokenizer`` (see :func:`check_vocabulary`); without one, against
+    the tokenizer saved next to the weights in ``source``, when there is one.
     """
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
@@ -85,7 +97,42 @@ def load_teacher(source: str, spec: str, num_labels: int | None, label_names: li
     finally:
         hf_logging.set_verbosity(verbosity)
     architecture_of(model)  # fail now, with the table's message, for unsupported families
+    if tokenizer is None:
+        tokenizer = _tokenizer_beside(source)
+    if tokenizer is not None:
+        check_vocabulary(tokenizer, model, spec)
     return model.eval()
+
+
+def _tokenizer_beside(source: str):
+    """The tokenizer saved with the weights in ``source``, or None when it has none (the caller
+    tokenizes with a tokenizer from elsewhere and can pass it to :func:`load_teacher`)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except Exception:  # noqa: BLE001 - no tokenizer here is a normal case, not an error
+        return None
+
+
+def check_vocabulary(tokenizer, model: nn.Module, spec: str) -> None:
+    """Raise :class:`ModelError` when the tokenizer can emit ids the model has no embedding for.
+
+    The student copies the teacher's word embeddings, so this also checks the student. A table
+    larger than the tokenizer is fine (some checkpoints pad it to a multiple of 8 or 64); a smaller
+    one means tokenizer and weights come from different models, and the first id past the table
+    would fail deep inside the embedding lookup in the middle of training.
+    """
+    rows = model.get_input_embeddings().num_embeddings
+    tokens = len(tokenizer)
+    if tokens > rows:
+        raise ModelError(
+            f"The teacher {spec!r} has a tokenizer of {tokens} tokens but only {rows} word embeddings "
+            f"(config vocab_size {getattr(model.config, 'vocab_size', rows)}), so token ids {rows}..{tokens - 1} "
+            f"have no embedding: the tokenizer files and the weights come from different models. Put the "
+            f"tokenizer that belongs to these weights (vocab.txt / tokenizer.json) in the model directory, "
+            f"or use the built-in teacher: teacher.model=minilm-l6."
+        )
 
 
 def _load_failure(spec: str, what: str, error: Exception) -> str:

@@ -13,8 +13,8 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightning as L
 import torch
 from rich.console import Console
 
@@ -33,6 +33,11 @@ from distilprune.teacher import (
     resolve_teacher,
 )
 
+if TYPE_CHECKING:
+    import lightning as L
+
+# Lightning is imported where training starts, not here: a recipe or data mistake is reported in
+# about two seconds instead of after the Lightning import.
 console = Console(stderr=True)
 
 
@@ -132,8 +137,9 @@ def make_loggers(recipe: Recipe, run_dir: Path, stage: str) -> list:
 def make_trainer(
     recipe: Recipe, run_dir: Path, loggers: list, callbacks: list, epochs: int, max_steps: int = -1,
     distributed: bool = True,
-) -> L.Trainer:
+) -> "L.Trainer":
     """``distributed=False`` runs on one device whatever the recipe says (teacher fine-tuning)."""
+    import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 
     cfg = recipe.train
@@ -179,7 +185,7 @@ def load_teacher_for_run(recipe: Recipe, data: TextClassificationData) -> dict:
     source, identity = resolve_teacher(recipe.teacher.model)
     tokenizer = load_tokenizer(source, recipe.teacher.model)
     if recipe.teacher.finetuned:
-        teacher = load_teacher(source, recipe.teacher.model, num_labels=None)
+        teacher = load_teacher(source, recipe.teacher.model, num_labels=None, tokenizer=tokenizer)
         check_labels_fit(data, teacher.config.num_labels, recipe.teacher.model)
         _check_positions(recipe, teacher)
         return {"teacher": teacher, "tokenizer": tokenizer, "finetune": None,
@@ -194,12 +200,14 @@ def load_teacher_for_run(recipe: Recipe, data: TextClassificationData) -> dict:
         directory, meta = cached
         if is_rank_zero():
             console.print(f"[bold]Teacher[/bold]: reusing fine-tuned teacher from cache {directory}")
-        teacher = load_teacher(str(directory), recipe.teacher.model, num_labels=None)
+        teacher = load_teacher(str(directory), recipe.teacher.model, num_labels=None, tokenizer=tokenizer)
         _check_positions(recipe, teacher)
         return {"teacher": teacher, "tokenizer": tokenizer, "finetune": None,
-                "info": {"source": str(directory), "identity": f"finetuned:{key}", "finetuned_here": False,
-                         "cache_key": key, **meta}}
-    teacher = load_teacher(source, recipe.teacher.model, num_labels=data.num_labels, label_names=data.label_names)
+                # identity last: the fine-tuned weights (key), not the base model named in meta
+                "info": {"source": str(directory), "finetuned_here": False, "cache_key": key, **meta,
+                         "base_identity": meta.get("identity"), "identity": f"finetuned:{key}"}}
+    teacher = load_teacher(source, recipe.teacher.model, num_labels=data.num_labels, label_names=data.label_names,
+                           tokenizer=tokenizer)
     _check_positions(recipe, teacher)
     return {"teacher": teacher, "tokenizer": tokenizer, "info": {"source": source, "identity": identity},
             "finetune": {"key": key, "settings": settings}}
@@ -217,7 +225,7 @@ def finetune_teacher(recipe: Recipe, data: TextClassificationData, run_dir: Path
     from distilprune.train.datamodule import TextDataModule
     from distilprune.train.modules import ClassifierFinetuneModule
 
-    L.seed_everything(recipe.seed, verbose=False)
+    seed_everything(recipe.seed)
     datamodule = TextDataModule(data, tokenizer, recipe.data.max_seq_len, t.batch_size, recipe.data.eval_batch_size, recipe.seed)
     module = ClassifierFinetuneModule(teacher, data.num_labels, t.lr, t.weight_decay, t.warmup_ratio)
     # One device: fine-tuning is short, and its result is cached before any distributed launch, so
@@ -239,8 +247,8 @@ def finetune_teacher(recipe: Recipe, data: TextClassificationData, run_dir: Path
         shutil.rmtree(staging)  # a concurrent run cached the same key first
     else:
         staging.replace(directory)
-    return teacher, {"source": str(directory), "identity": f"finetuned:{key}", "finetuned_here": True,
-                     "cache_key": key, **meta}
+    return teacher, {"source": str(directory), "finetuned_here": True, "cache_key": key, **meta,
+                     "base_identity": meta["identity"], "identity": f"finetuned:{key}"}
 
 
 def _check_positions(recipe: Recipe, teacher) -> None:
@@ -252,7 +260,20 @@ def _check_positions(recipe: Recipe, teacher) -> None:
         )
 
 
-def _finish_wandb(trainer: L.Trainer) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (what Lightning's seed_everything does, without importing it),
+    and export PL_GLOBAL_SEED so processes Lightning launches seed the same way."""
+    import random
+
+    import numpy as np
+
+    os.environ["PL_GLOBAL_SEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _finish_wandb(trainer: "L.Trainer") -> None:
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.finish()
@@ -341,7 +362,7 @@ def distill(recipe: Recipe, run_dir: Path, teacher, tokenizer, data: TextClassif
     from distilprune.train.datamodule import TextDataModule
     from distilprune.train.modules import DistillationModule
 
-    L.seed_everything(recipe.seed, verbose=False)
+    seed_everything(recipe.seed)
     t = recipe.train
     datamodule = TextDataModule(
         data, tokenizer, recipe.data.max_seq_len, t.batch_size, recipe.data.eval_batch_size, recipe.seed,
@@ -376,7 +397,7 @@ def distill(recipe: Recipe, run_dir: Path, teacher, tokenizer, data: TextClassif
     return trainer
 
 
-def log_report_to_wandb(trainer: L.Trainer, report: dict, extra_images: dict[str, Path] | None = None,
+def log_report_to_wandb(trainer: "L.Trainer", report: dict, extra_images: dict[str, Path] | None = None,
                         bundles: list[Path] | None = None) -> None:
     """Report table, Pareto plot and each bundle (as an artifact) into the run's W&B run."""
     from distilprune.export.report import HEADER, rows
@@ -411,7 +432,7 @@ def run(recipe: Recipe, resume_dir: Path | None = None) -> Path:
     if resume_dir is not None:
         path = resume_checkpoint_path(resume_dir)
         resume = {"path": path, "checkpoint": read_resume_checkpoint(path)}
-    L.seed_everything(recipe.seed, verbose=False)
+    seed_everything(recipe.seed)
     # Everything that can be wrong with the input is found before the run directory exists.
     data = load_data(recipe.data)
     loaded = load_teacher_for_run(recipe, data)

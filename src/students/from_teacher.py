@@ -129,7 +129,8 @@ def _activation_name(hf_config) -> str:
     name = _hf_value(hf_config, "hidden_act", "activation", default="gelu")
     if not isinstance(name, str) or name not in ("gelu", "relu"):
         raise ModelError(
-            f"The teacher's FFN activation {name!r} is not supported by the student "
-            f"(supported: gelu, relu)."
+            f"The teacher's FFN activation {name!r} is not supported by the DistilBERT student "
+            f"(supported: gelu, relu), so its layers cannot be copied. Use a teacher with gelu or relu "
+            f"FFNs (BERT, DistilBERT, MiniLM), e.g. the built-in teacher.model=minilm-l6."
         )
     return name
