@@ -133,7 +133,7 @@ def save_report(report: dict, directory: Path) -> tuple[Path, Path]:
     return json_path, md_path
 
 
-def print_report(report: dict, json_path: Path, console: Console | None = None) -> None:
+def print_report(report: dict, json_path: Path, console: Console | None = None, pareto_md: Path | None = None) -> None:
     console = console or Console(width=max(Console().width, 110))
     setup = report["latency_setup"]
     table = Table(
@@ -145,4 +145,9 @@ def print_report(report: dict, json_path: Path, console: Console | None = None) 
     for row in rows(report):
         table.add_row(*row)
     console.print(table)
+    if pareto_md is not None and pareto_md.is_file():
+        console.print(pareto_md.read_text(), markup=False, highlight=False)
+        console.print(f"Pareto plot: {pareto_md.with_suffix('.png')}")
+    if report.get("selected"):
+        console.print(f"Selected bundle: {Path(json_path).parent / 'bundles' / 'selected'}  ({report['selected']['reason']})")
     console.print(f"Report: {json_path}")

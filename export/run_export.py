@@ -8,6 +8,7 @@ Called at the end of training, and standalone on an existing run directory
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,6 +35,7 @@ class ExportResult:
     images: dict[str, Path] = field(default_factory=dict)  # W&B key -> PNG
     bundles: list[Path] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # loud failures raised after everything is written
+    pareto_md: Path | None = None
 
     def raise_if_failed(self) -> None:
         if self.failures:
@@ -106,6 +108,7 @@ def export_run(
     data: TextClassificationData,
     extra: dict | None = None,
     console: Console | None = None,
+    only: list[str] | None = None,
 ) -> ExportResult:
     """Export, gate, bundle and verify every checkpoint in ``run_dir``; write the report, the Pareto
     table/plot and ``bundles/selected`` into ``out_dir``.
@@ -128,6 +131,14 @@ def export_run(
             f"Was the training run interrupted before it finished? Resume it with "
             f"python train/distill.py resume={run_dir}."
         )
+    if only:
+        unknown = sorted(set(only) - {c.name for c in checkpoints})
+        if unknown:
+            raise ExportError(
+                f"{run_dir} has no checkpoint named {', '.join(unknown)}; its checkpoints are "
+                f"{', '.join(c.name for c in checkpoints)}. Pass one of those with --checkpoint."
+            )
+        checkpoints = [c for c in checkpoints if c.name in only]
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = cfg.threads
     torch.set_num_threads(threads)
@@ -180,10 +191,14 @@ def export_run(
         pt_acc, pt_logits = measure.accuracy_pytorch(student, loader)
         pt_latency = measure.latency_pytorch(student, inputs, threads, cfg.latency_warmup, cfg.latency_runs)
 
-        bundle = out_dir / "bundles" / name
-        if bundle.exists():
-            raise ExportError(f"{bundle} already exists; exports always go to a new directory. Re-export with "
+        final_bundle = out_dir / "bundles" / name
+        if final_bundle.exists():
+            raise ExportError(f"{final_bundle} already exists; exports always go to a new directory. Re-export with "
                               f"python -m distilprune.export.cli {run_dir}.")
+        # Built under a staging name and renamed when complete: a kill mid-export never leaves a
+        # half bundle under the final name (bundle files are relative, so the rename keeps it valid).
+        bundle = out_dir / "bundles" / f".{name}.partial"
+        shutil.rmtree(bundle, ignore_errors=True)
         console.print(f"[bold]Export[/bold] {name}: ONNX export, graph optimization (fusion check) ...")
         exported = export_student(student, bundle, cfg.opset, require_attention_fusion=cfg.require_attention_fusion)
         fp32_session = ort_session(exported.fp32_path, threads)
@@ -264,8 +279,10 @@ def export_run(
             entry["gpu"] = verification["gpu"]
         if not verification["ok"]:
             failed = [c for c in verification["checks"] if not c["ok"]]
-            result.failures.append(f"Bundle {bundle} failed verification: " + "; ".join(f"{c['name']}: {c['detail']}" for c in failed) + ".")
-        result.bundles.append(bundle)
+            result.failures.append(f"Bundle {final_bundle} failed verification: " + "; ".join(f"{c['name']}: {c['detail']}" for c in failed) + ".")
+        bundle.rename(final_bundle)
+        entry["bundle"] = str(final_bundle)
+        result.bundles.append(final_bundle)
         report["checkpoints"].append(entry)
 
     json_path, _ = save_report(report, out_dir)
@@ -275,6 +292,7 @@ def export_run(
     written = pareto.write_pareto([report], out_dir, labels=[recipe.name], batch_size=cfg.budget_batch_size,
                                   seq_len=cfg.budget_seq_len)
     result.images["report/pareto"] = Path(written["png"])
+    result.pareto_md = Path(written["md"])
     try:
         selection = pareto.select(pareto.points(report, "onnx_int8", cfg.budget_batch_size, cfg.budget_seq_len, label=recipe.name),
                                   cfg.latency_budget_ms)

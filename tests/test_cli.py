@@ -66,6 +66,26 @@ def test_quickstart_end_to_end_on_real_assets(tmp_path):
     assert {"model.onnx", "model.int8.onnx", "config.json", "tokenizer.json"} <= {p.name for p in bundle.iterdir()}
     assert (run_dir / "report.md").read_text().startswith("# distilprune report: quickstart")
 
+    # Issue 4: every bundle is complete and verified, the grid and the INT8 gate are reported, and the
+    # run ends with the Pareto table, the plot and a selected bundle.
+    for entry in (kept, ckpt):
+        assert entry["verification"]["ok"], entry["verification"]
+        assert entry["gpu"]["status"].startswith("skipped: CUDA")  # no GPU here: a clear line, not an error
+        cells = {(c["batch_size"], c["seq_len"]) for c in entry["latency_grid"]["onnx_int8"]}
+        assert cells == {(b, s) for b in (1, 8, 32) for s in (32, 128)}
+        assert entry["int8"]["attempts"][0]["method"] == "dynamic" and entry["int8"]["shipped"]
+        files = {p.relative_to(Path(entry["bundle"])).as_posix() for p in Path(entry["bundle"]).rglob("*") if p.is_file()}
+        assert {"input_spec.json", "parity.json", "manifest.json", "README.md", "verify_bundle.py",
+                f"triton/quickstart-{entry['name']}/config.pbtxt", f"triton/quickstart-{entry['name']}/1/model.onnx"} <= files
+    assert "| run | checkpoint |" in result.stdout and "Selected bundle:" in result.stdout
+    assert (run_dir / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    selected = run_dir / "bundles" / "selected"
+    assert report["selected"]["name"] in ("density-0.70", "final")
+    assert (selected / "manifest.json").read_text() == (Path(report["selected"]["bundle"]) / "manifest.json").read_text()
+    verified = subprocess.run([sys.executable, str(selected / "verify_bundle.py"), str(selected), "--runs", "3",
+                               "--warmup", "1", "--no-grid"], capture_output=True, text=True, timeout=300)
+    assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
+
     # The checkpoint holds the student alone: 4 layers, no teacher tensors.
     with safe_open(str(run_dir / "checkpoints" / "final" / "model.safetensors"), "pt") as weights:
         keys = list(weights.keys())
@@ -96,8 +116,26 @@ def test_local_tiny_teacher_runs_end_to_end(tmp_path, tiny_teacher_dir):
         "recipe=quickstart", f"output_dir={tmp_path}", f"teacher.model={tiny_teacher_dir}", f"data.dataset={data}",
         "data.text_column=sentence", "data.max_seq_len=32", "student.num_layers=2", "student.init_layers=[0,2]",
         "teacher.epochs=1", "train.epochs=1", "export.latency_runs=3", "export.latency_seq_len=32",
+        "export.grid_seq_lens=[16,32]", "export.grid_batch_sizes=[1,4]", "export.budget_seq_len=32",
         "tracking.wandb=false", "train.progress_bar=false",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(Path(result.stdout.strip().splitlines()[-1].removeprefix("Report: ")).read_text())
     assert report["checkpoints"][0]["heads_per_layer"] == [2, 2]
+
+
+def test_impossible_latency_budget_fails_loudly_after_writing_the_evidence(tmp_path, tiny_teacher_dir):
+    data = write_sentiment_csv(tmp_path / "data.csv", rows=120)
+    result = run_cli(
+        "recipe=quickstart", f"output_dir={tmp_path}", f"teacher.model={tiny_teacher_dir}", f"data.dataset={data}",
+        "data.text_column=sentence", "data.max_seq_len=32", "student.num_layers=2", "student.init_layers=[0,2]",
+        "teacher.epochs=1", "train.epochs=1", "export.latency_runs=3", "export.latency_seq_len=32",
+        "export.grid_seq_lens=[32]", "export.grid_batch_sizes=[1]", "export.budget_seq_len=32",
+        "export.latency_budget_ms=0.0001", "tracking.wandb=false", "train.progress_bar=false",
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "0.0001" in result.stderr and "fastest" in result.stderr  # names the budget and what is possible
+    (run_dir,) = (tmp_path / "quickstart").iterdir()
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["selected"] is None and len(report["checkpoints"]) == 2
+    assert (run_dir / "pareto.png").is_file() and not (run_dir / "bundles" / "selected").exists()

@@ -258,6 +258,16 @@ def _check_positions(recipe: Recipe, teacher) -> None:
             f"data.max_seq_len={recipe.data.max_seq_len} is longer than the teacher's {limit} position "
             f"embeddings. Set data.max_seq_len to {limit} or less."
         )
+    e = recipe.export
+    longest = max(e.grid_seq_lens + [e.latency_seq_len, e.budget_seq_len])
+    if e.enabled and limit is not None and longest > limit:
+        raise ModelError(
+            f"The export's latency measurements ask for sequences of {longest} tokens "
+            f"(export.grid_seq_lens={e.grid_seq_lens}, latency_seq_len={e.latency_seq_len}, "
+            f"budget_seq_len={e.budget_seq_len}) but the model has {limit} position embeddings. Set them to "
+            f"{limit} or less, e.g. export.grid_seq_lens=[32,{limit}] export.latency_seq_len={limit} "
+            f"export.budget_seq_len={limit}."
+        )
 
 
 def seed_everything(seed: int) -> None:
@@ -473,7 +483,7 @@ def run(recipe: Recipe, resume_dir: Path | None = None) -> Path:
         return run_dir
     result = export_run(run_dir, run_dir, recipe, teacher, tokenizer, data, extra={"training": run_info})
     log_report_to_wandb(trainer, result.report, result.images, result.bundles)
-    print_report(result.report, result.json_path)
+    print_report(result.report, result.json_path, pareto_md=result.pareto_md)
     result.raise_if_failed()
     return result.json_path
 
