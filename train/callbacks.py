@@ -122,7 +122,8 @@ class ResumeCheckpoint(L.Callback):
         tmp = self.directory / f".{self.FILENAME}.tmp"
         if trainer.is_global_zero:
             self.directory.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(str(tmp))  # every rank calls it; rank 0 writes
+        # every rank calls it, rank 0 writes; weights_only=False here means "full training state"
+        trainer.save_checkpoint(str(tmp), weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         self.last_saved_step = trainer.global_step
