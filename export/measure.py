@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -13,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from distilprune.export.onnx_export import ort_logits
+from distilprune.export.verify import time_ms  # one timing routine for the report and the verifier
 
 
 def machine_info(threads: int) -> dict:
@@ -89,23 +87,6 @@ def latency_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0
     # Skip the first ids (special tokens in WordPiece vocabularies) where the vocabulary allows it.
     input_ids = torch.randint(min(1000, vocab_size // 2), vocab_size, (batch_size, seq_len), generator=generator)
     return input_ids, torch.ones_like(input_ids)
-
-
-def time_ms(fn: Callable[[], object], warmup: int, runs: int) -> dict[str, float]:
-    """p50/p95/p99 wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    samples.sort()
-
-    def pct(q: float) -> float:
-        return round(samples[min(len(samples) - 1, int(round(q * (len(samples) - 1))))], 3)
-
-    return {"p50": round(statistics.median(samples), 3), "p95": pct(0.95), "p99": pct(0.99), "runs": runs}
 
 
 def latency_pytorch(model: nn.Module, inputs, threads: int, warmup: int, runs: int, hf: bool = False) -> dict[str, float]:

@@ -190,16 +190,11 @@ def export_student(
 
 
 def ort_session(path: Path, threads: int):
-    """A CPU ONNX Runtime session with ``threads`` intra-op threads and full graph optimization."""
-    import onnxruntime as ort
+    """A CPU ONNX Runtime session with ``threads`` intra-op threads and full graph optimization
+    (the verifier's session settings, so the report and a bundle's verification measure alike)."""
+    from distilprune.export.verify import make_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return make_session(path, threads)
 
 
 def ort_logits(session, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:

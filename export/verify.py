@@ -199,7 +199,9 @@ def _percentiles(samples: list[float], runs: int) -> dict:
     return {"p50": round(statistics.median(ordered), 3), "p95": pct(0.95), "p99": pct(0.99), "runs": runs}
 
 
-def _time_ms(fn, warmup: int, runs: int) -> dict:
+def time_ms(fn, warmup: int, runs: int) -> dict:
+    """p50/p95/p99 wall time of ``fn()`` in milliseconds after ``warmup`` untimed calls (also used by
+    distilprune's run report, so the two measure alike)."""
     for _ in range(warmup):
         fn()
     samples = []
@@ -258,7 +260,7 @@ def _run_cell(session, provider: str, input_ids: np.ndarray, attention_mask: np.
         def run():
             session.run(None, feed)
 
-    return _time_ms(run, warmup, runs)
+    return time_ms(run, warmup, runs)
 
 
 def latency_grid(
