@@ -317,7 +317,7 @@ def test_disk_full_during_export_keeps_the_checkpoints(world, tmp_path, monkeypa
     argv = [world.format(arg, tmp_path) for arg in LOCAL if arg != "export.enabled=false"] + [
         f"output_dir={out}", "train.max_steps=2", "train.batch_size=16", "export.latency_runs=1",
         "export.latency_warmup=0", "export.calibration_examples=4", "export.grid_batch_sizes=[1]",
-        "export.grid_seq_lens=[16]", "export.latency_seq_len=16", "export.threads=1",
+        "export.grid_seq_lens=[16]", "export.latency_seq_len=16", "export.budget_seq_len=16", "export.threads=1",
     ]
     threads = torch.get_num_threads()
     try:

@@ -198,8 +198,8 @@ class DistillationModule(_ScheduledModule):
                 self.log_dict({f"density/{k}": v for k, v in self.pruner.densities().items()})
         if not torch.isfinite(loss.detach()):
             raise DivergenceError(
-                f"The training loss became {float(loss):.4g} at step {self.global_step} "
-                f"(kd {float(kd):.4g}, ce {float(ce):.4g}). Likely causes: a learning rate too high "
+                f"The training loss became {float(loss.detach()):.4g} at step {self.global_step} "
+                f"(kd {float(kd.detach()):.4g}, ce {float(ce.detach()):.4g}). Likely causes: a learning rate too high "
                 f"(train.lr, pruning.scores_lr) or reduced precision overflowing (try "
                 f"train.precision=32-true, or bf16-mixed instead of 16-mixed). The last good resume "
                 f"checkpoint and kept students are left as they were."
