@@ -65,6 +65,12 @@ class StepTimer(L.Callback):
         self._last = now
 
 
+# GPU check (issue part 6): on a machine with CUDA every mode runs on the GPU; without one the bench
+# says so and measures the CPU. A short distributed GPU run is tests/test_distributed.py with
+# train.accelerator=gpu train.devices=2 (not run here: no GPU was available).
+ACCELERATOR = "gpu" if torch.cuda.is_available() else "cpu"
+
+
 def fit(teacher, datamodule, precision: str, steps: int, warmup: int, kd: bool, prune: bool,
         val: bool = False) -> tuple[list[float], float | None]:
     """One Lightning fit of a fresh student; returns the timed step durations and val accuracy."""
@@ -76,14 +82,14 @@ def fit(teacher, datamodule, precision: str, steps: int, warmup: int, kd: bool, 
     module = DistillationModule(student, teacher, distill_cfg, train_cfg, 2, pruning_cfg)
     timer = StepTimer(warmup)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, precision=precision, max_steps=warmup + steps, max_epochs=-1,
+        accelerator=ACCELERATOR, devices=1, precision=precision, max_steps=warmup + steps, max_epochs=-1,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer], use_distributed_sampler=False,
     )
     trainer.fit(module, datamodule)
     accuracy = None
     if val:  # a separate Trainer: the fitting one skips validation (limit_val_batches=0)
-        evaluator = L.Trainer(accelerator="cpu", devices=1, precision=precision, logger=False,
+        evaluator = L.Trainer(accelerator=ACCELERATOR, devices=1, precision=precision, logger=False,
                               enable_progress_bar=False, enable_model_summary=False)
         accuracy = float(evaluator.validate(module, datamodule, verbose=False)[0]["val/acc"])
     return timer.times, accuracy
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
-    precision = resolve_precision("auto", "auto")
+    precision = resolve_precision("auto", ACCELERATOR)
     autocast = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
 
     per_fit = args.warmup_steps + args.steps
@@ -172,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"batch {BATCH} (global), max_seq_len {MAX_SEQ_LEN}, dynamic padding (mean {statistics.mean(used):.1f} "
           f"real tokens per example); {args.rounds} rounds x {args.steps} timed steps per mode after "
           f"{args.warmup_steps} warmup steps; the same batches in every mode")
+    print(f"GPU: {torch.cuda.get_device_name(0) + ' (all modes measured on it)' if ACCELERATOR == 'gpu' else 'skipped: torch.cuda.is_available() is False; CPU numbers only'}")
     print("teacher: MiniLM-L6 pretrained encoder + fresh classifier head (not fine-tuned: same cost per step)")
     print(f"teacher output cache built in {build_seconds:.1f} s for {len(data.train)} examples "
           f"({build_seconds / len(data.train) * RECIPE_TRAIN_EXAMPLES:.0f} s for the recipe's "
