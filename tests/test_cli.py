@@ -109,30 +109,28 @@ def tiny_teacher_dir(tmp_path_factory) -> Path:
     return save_tiny_teacher(tmp_path_factory.mktemp("teacher") / "tiny-bert", num_layers=3)
 
 
-def test_local_tiny_teacher_runs_end_to_end(tmp_path, tiny_teacher_dir):
-    """The local-directory path a hub user takes (bert-base-uncased etc.), on a tiny local config."""
+def tiny_local_run(tmp_path: Path, teacher_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """The quickstart recipe on the tiny local teacher and a 120-row csv (latency sizes within its 64 positions)."""
     data = write_sentiment_csv(tmp_path / "data.csv", rows=120)
-    result = run_cli(
-        "recipe=quickstart", f"output_dir={tmp_path}", f"teacher.model={tiny_teacher_dir}", f"data.dataset={data}",
+    return run_cli(
+        "recipe=quickstart", f"output_dir={tmp_path}", f"teacher.model={teacher_dir}", f"data.dataset={data}",
         "data.text_column=sentence", "data.max_seq_len=32", "student.num_layers=2", "student.init_layers=[0,2]",
         "teacher.epochs=1", "train.epochs=1", "export.latency_runs=3", "export.latency_seq_len=32",
-        "export.grid_seq_lens=[16,32]", "export.grid_batch_sizes=[1,4]", "export.budget_seq_len=32",
-        "tracking.wandb=false", "train.progress_bar=false",
+        "export.budget_seq_len=32", "tracking.wandb=false", "train.progress_bar=false", *extra,
     )
+
+
+def test_local_tiny_teacher_runs_end_to_end(tmp_path, tiny_teacher_dir):
+    """The local-directory path a hub user takes (bert-base-uncased etc.), on a tiny local config."""
+    result = tiny_local_run(tmp_path, tiny_teacher_dir, "export.grid_seq_lens=[16,32]", "export.grid_batch_sizes=[1,4]")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(Path(result.stdout.strip().splitlines()[-1].removeprefix("Report: ")).read_text())
     assert report["checkpoints"][0]["heads_per_layer"] == [2, 2]
 
 
 def test_impossible_latency_budget_fails_loudly_after_writing_the_evidence(tmp_path, tiny_teacher_dir):
-    data = write_sentiment_csv(tmp_path / "data.csv", rows=120)
-    result = run_cli(
-        "recipe=quickstart", f"output_dir={tmp_path}", f"teacher.model={tiny_teacher_dir}", f"data.dataset={data}",
-        "data.text_column=sentence", "data.max_seq_len=32", "student.num_layers=2", "student.init_layers=[0,2]",
-        "teacher.epochs=1", "train.epochs=1", "export.latency_runs=3", "export.latency_seq_len=32",
-        "export.grid_seq_lens=[32]", "export.grid_batch_sizes=[1]", "export.budget_seq_len=32",
-        "export.latency_budget_ms=0.0001", "tracking.wandb=false", "train.progress_bar=false",
-    )
+    result = tiny_local_run(tmp_path, tiny_teacher_dir, "export.grid_seq_lens=[32]", "export.grid_batch_sizes=[1]",
+                            "export.latency_budget_ms=0.0001")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "0.0001" in result.stderr and "fastest" in result.stderr  # names the budget and what is possible
     (run_dir,) = (tmp_path / "quickstart").iterdir()
