@@ -168,9 +168,13 @@ def check_fusion(path: Path, num_layers_with_heads: int) -> dict[str, int]:
 
 
 def export_student(
-    model: nn.Module, directory: Path, opset: int = 17, require_attention_fusion: bool = True
+    model: nn.Module, directory: Path, opset: int = 17, require_attention_fusion: bool = True,
+    quantize: bool = True,
 ) -> ExportedModel:
     """Write ``model.onnx`` (optimized fp32) and ``model.int8.onnx`` into ``directory``.
+
+    ``quantize=False`` stops after the fp32 model, for callers that quantize themselves (the run
+    export's INT8 accuracy gate), so dynamic INT8 is not computed twice.
 
     With ``require_attention_fusion`` an optimized graph with fewer ``Attention`` nodes than layers
     with heads raises :class:`ExportError` (``model.onnx`` stays for inspection, no INT8 is written).
@@ -185,7 +189,7 @@ def export_student(
     if require_attention_fusion and expected is not None:
         check_fusion(fp32, expected)
     int8 = directory / "model.int8.onnx"
-    quantized = quantize_int8(fp32, int8)
+    quantized = quantize_int8(fp32, int8) if quantize else {}
     return ExportedModel(fp32, int8, fused, quantized)
 
 

@@ -200,7 +200,8 @@ def export_run(
         bundle = out_dir / "bundles" / f".{name}.partial"
         shutil.rmtree(bundle, ignore_errors=True)
         console.print(f"[bold]Export[/bold] {name}: ONNX export, graph optimization (fusion check) ...")
-        exported = export_student(student, bundle, cfg.opset, require_attention_fusion=cfg.require_attention_fusion)
+        exported = export_student(student, bundle, cfg.opset, require_attention_fusion=cfg.require_attention_fusion,
+                                  quantize=False)  # the INT8 gate below writes model.int8.onnx
         fp32_session = ort_session(exported.fp32_path, threads)
         fp32_acc, fp32_logits = measure.accuracy_onnx(fp32_session, loader)
         max_diff = float(np.abs(fp32_logits - pt_logits).max())
@@ -247,7 +248,7 @@ def export_run(
             "size_mb": {"onnx_fp32": round(file_mb(exported.fp32_path), 2), "onnx_int8": round(file_mb(exported.int8_path), 2)},
             "onnx_max_abs_diff": max_diff,
             "fused_ops": exported.fused_ops,
-            "quantized_ops": exported.quantized_ops,
+            "quantized_ops": gate["quantized_ops"],
             "int8": gate,
             "bundle": str(bundle),
             # compacted vs masked logits; None for a checkpoint that was never pruned (nothing compacted)
