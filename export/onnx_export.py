@@ -127,28 +127,31 @@ def quantize_int8(fp32_path: Path, int8_path: Path, per_channel: bool = False, r
     return count_ops(int8_path, ("MatMulInteger", "DynamicQuantizeLinear", "QAttention", "DynamicQuantizeMatMul", "MatMul", "Attention"))
 
 
-def layers_with_heads(model: nn.Module) -> int | None:
-    """How many layers still have attention heads (layers pruned to 0 heads have no attention).
+def expected_fused_attention(model: nn.Module) -> int | None:
+    """How many ``Attention`` nodes ONNX Runtime should fuse in ``model``'s exported graph.
 
-    Read from ``model.config.heads_per_layer`` (DistilBertStudent) or, for a Hugging Face model,
-    ``num_hidden_layers``; None when the model says neither (the fusion check is then skipped).
+    For a DistilBertStudent (``model.config.heads_per_layer``): the layers that still have heads
+    (a layer pruned to 0 heads has no attention), except the last one, which queries only the [CLS]
+    row and so runs as separate MatMul/Softmax nodes (see ``DistilBertStudent``). For a Hugging
+    Face model: ``num_hidden_layers``. None when the model says neither (the check is skipped).
     """
     config = getattr(model, "config", None)
     heads = getattr(config, "heads_per_layer", None)
     if heads is not None:
-        return sum(1 for count in heads if count > 0)
+        return sum(1 for count in heads[:-1] if count > 0)
     layers = getattr(config, "num_hidden_layers", None)
     return int(layers) if layers is not None else None
 
 
-def check_fusion(path: Path, num_layers_with_heads: int) -> dict[str, int]:
-    """Count ONNX Runtime's fused nodes in ``path``; raise when attention did not fuse in every layer.
+def check_fusion(path: Path, expected_attention: int) -> dict[str, int]:
+    """Count ONNX Runtime's fused nodes in ``path``; raise when fewer than ``expected_attention``
+    attentions fused (the number :func:`expected_fused_attention` gives).
 
     Returns the counts of :data:`FUSED_OPS`. An unfused attention runs as separate MatMul / Softmax
     nodes (slower in fp32) and cannot become ``QAttention`` in INT8, so it is an error, not a detail.
     """
     counts = count_ops(path, FUSED_OPS)
-    if counts["Attention"] >= num_layers_with_heads:
+    if counts["Attention"] >= expected_attention:
         return counts
     fused = ", ".join(f"{op} x{n}" for op, n in counts.items() if n) or "nothing"
     missing = [op for op, n in counts.items() if n == 0 and op not in ("FastGelu", "Gelu", "BiasGelu")]
@@ -156,8 +159,8 @@ def check_fusion(path: Path, num_layers_with_heads: int) -> dict[str, int]:
     if gelu == 0:
         missing.append("any GELU fusion (BiasGelu/FastGelu/Gelu)")
     raise ExportError(
-        f"Attention fused in only {counts['Attention']} of the {num_layers_with_heads} layers that have "
-        f"heads in {path} (fused: {fused}; not fused: {', '.join(missing) or 'everything else fused'}). "
+        f"Attention fused in only {counts['Attention']} of the {expected_attention} layers expected to "
+        f"fuse in {path} (fused: {fused}; not fused: {', '.join(missing) or 'everything else fused'}). "
         f"Unfused attention runs as separate MatMul/Softmax nodes, which is slower in fp32 and cannot "
         f"become QAttention in INT8. Likely causes: an opset the optimizer does not recognise (export.opset; "
         f"17 is known to fuse), a graph from the dynamo exporter instead of the TorchScript one, or an "
@@ -176,8 +179,8 @@ def export_student(
     ``quantize=False`` stops after the fp32 model, for callers that quantize themselves (the run
     export's INT8 accuracy gate), so dynamic INT8 is not computed twice.
 
-    With ``require_attention_fusion`` an optimized graph with fewer ``Attention`` nodes than layers
-    with heads raises :class:`ExportError` (``model.onnx`` stays for inspection, no INT8 is written).
+    With ``require_attention_fusion`` an optimized graph with fewer ``Attention`` nodes than
+    :func:`expected_fused_attention` raises :class:`ExportError` (``model.onnx`` stays for inspection, no INT8 is written).
     """
     directory.mkdir(parents=True, exist_ok=True)
     raw = directory / "model.raw.onnx"
@@ -185,7 +188,7 @@ def export_student(
     fp32 = directory / "model.onnx"
     fused = optimize_for_cpu(raw, fp32)
     raw.unlink()
-    expected = layers_with_heads(model)
+    expected = expected_fused_attention(model)
     if require_attention_fusion and expected is not None:
         check_fusion(fp32, expected)
     int8 = directory / "model.int8.onnx"

@@ -58,7 +58,9 @@ def to_markdown(report: dict) -> str:
         f"Machine: {machine['cpu']} ({', '.join(machine['instruction_sets']) or 'ISA unknown'}), "
         f"{machine['threads']} threads; torch {machine['torch']}, onnxruntime {machine['onnxruntime']}  ",
         f"Latency: batch {setup['batch_size']}, sequence {setup['seq_len']}, {setup['warmup']} warmup + "
-        f"{setup['runs']} timed runs, same process, p50/p95 in milliseconds.",
+        f"{setup['runs']} timed runs, same process, p50/p95 in milliseconds.  ",
+        *([f"Teacher: {setup['teacher_forward']}; students: {setup['student_forward']}.  "]
+          if "student_forward" in setup else []),
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "---|" * len(HEADER),

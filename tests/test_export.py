@@ -27,20 +27,24 @@ def test_onnx_matches_pytorch_with_dynamic_batch_and_sequence(exported, batch):
         assert np.abs(ort_logits(session, input_ids, attention_mask) - expected).max() < 1e-4
 
 
-def test_optimized_graph_fuses_attention_once_per_layer(exported):
+def test_optimized_graph_fuses_attention_in_every_layer_but_the_cls_only_last(exported):
     _, result = exported
-    assert result.fused_ops["Attention"] == 2
+    # The last block queries only [CLS] (DistilBertStudent.forward), which ORT's self-attention
+    # fusion does not match: 2 layers, 1 fused Attention.
+    assert result.fused_ops["Attention"] == 1
     assert result.fused_ops["SkipLayerNormalization"] == 4  # two residual LayerNorms per layer
 
 
 def test_int8_graph_quantizes_every_projection(exported):
     _, result = exported
     ops = count_ops(result.int8_path)
-    # per layer: one QAttention (Q, K, V packed) + MatMulInteger for attn_out, ffn_in, ffn_out;
-    # plus the pre_classifier and classifier heads on the first token.
-    assert ops.get("QAttention", 0) == 2
-    assert ops.get("MatMulInteger", 0) + ops.get("DynamicQuantizeMatMul", 0) == 2 * 3 + 2
-    assert ops.get("MatMul", 0) == 0
+    # first layer: one QAttention (Q, K, V packed) + MatMulInteger for attn_out, ffn_in, ffn_out;
+    # last ([CLS]-only) layer: MatMulInteger for Q, K, V, attn_out, ffn_in, ffn_out, while its two
+    # activation-by-activation products (scores, context) stay float MatMul; plus the
+    # pre_classifier and classifier heads.
+    assert ops.get("QAttention", 0) == 1
+    assert ops.get("MatMulInteger", 0) + ops.get("DynamicQuantizeMatMul", 0) == 3 + 6 + 2
+    assert ops.get("MatMul", 0) == 2
 
 
 def test_int8_logits_stay_close_to_fp32(exported, batch):
@@ -57,7 +61,8 @@ def test_pruned_geometry_exports_and_fuses_per_layer_heads(tmp_path, batch):
     with torch.no_grad():
         expected = student(*batch).numpy()
     assert np.abs(ort_logits(ort_session(result.fp32_path, 1), *batch) - expected).max() < 1e-4
-    assert result.fused_ops["Attention"] == 2  # the head-less layer has no attention to fuse
+    # layer 0 and 1 fuse; the head-less last layer has no attention at all
+    assert result.fused_ops["Attention"] == 2
 
 
 def test_latency_percentiles_are_ordered(exported):

@@ -78,3 +78,25 @@ def test_hidden_states_are_embeddings_plus_one_per_layer(tiny_teacher, batch):
     student = student_from_teacher(tiny_teacher, num_layers=2).eval()
     logits, hidden = student(*batch, output_hidden_states=True)
     assert len(hidden) == 3 and hidden[-1].shape == (3, 12, 64)
+
+
+@pytest.mark.parametrize("heads, widths", [([2, 2], [128, 128]), ([2, 1], [128, 40]), ([2, 0], [128, 0])])
+def test_cls_only_last_layer_gives_the_full_logits_and_gradients(batch, heads, widths):
+    """Logits-only forward runs the last block for [CLS] alone; with hidden states every row runs.
+    Both must give the same logits and the same gradients. Dropout is off (eval): in training the
+    two forms draw dropout masks of different sizes, so they agree in distribution, not bitwise."""
+    torch.manual_seed(0)
+    student = DistilBertStudent(StudentConfig(int(batch[0].max()) + 1, 64, 32, heads, widths)).eval()
+    results = []
+    for full in (False, True):
+        student.zero_grad()
+        out = student(*batch, output_hidden_states=full)
+        logits = out[0] if full else out
+        logits.square().sum().backward()
+        grads = {name: p.grad.clone() for name, p in student.named_parameters() if p.grad is not None}
+        results.append((logits.detach(), grads))
+    (cls_logits, cls_grads), (full_logits, full_grads) = results
+    assert (cls_logits - full_logits).abs().max().item() < 1e-5
+    assert cls_grads.keys() == full_grads.keys()
+    for name in cls_grads:
+        assert torch.allclose(cls_grads[name], full_grads[name], atol=1e-5), name
