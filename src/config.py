@@ -200,6 +200,9 @@ class PruningConfig:
     """Attention targets (query, key, value, attn_out) -> [block_rows, block_cols]; -1 = whole dim."""
     prune_ffn: bool = True
     """Prune whole FFN rows (ffn_in row i together with ffn_out column i)."""
+    layers: list[int] = field(default_factory=list)
+    """Student layers to prune (0-based); empty = every layer. The others stay dense and count as
+    fully kept in every reported density."""
     attention_density: float = 0.5
     """topk: final kept fraction of the attention blocks, in (0, 1]."""
     ffn_density: float = 0.33

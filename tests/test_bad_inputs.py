@@ -187,6 +187,9 @@ CATALOGUE: dict[str, Case] = {
         LOCAL + ("pruning.block_shapes={{query: [48, 32]}}",),
         ("Block shape [48, 32] does not divide the query weight of shape [64, 64]",
          "Choose block sides that divide both")),
+    "pruning-layer-out-of-range": Case(
+        LOCAL + ("pruning.layers=[0,7]",),
+        ("pruning.layers has [7], outside the student's layers 0..", "pruning.layers=[0,1,2]")),
     "density-zero": Case(
         BASE + ("pruning.attention_density=0",),
         ("pruning.attention_density is 0.0", "must be in (0, 1]", "pruning.attention_density=0.5")),

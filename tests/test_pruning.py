@@ -116,3 +116,26 @@ def test_densities_follow_the_keep_fraction():
     densities = pruner.densities()
     assert densities["attention"] == 0.5 and densities["ffn"] == 0.25
     assert 0.25 < densities["overall"] < 0.5
+
+
+def test_layers_left_out_stay_dense_and_count_as_kept(batch):
+    student = tiny_student(layers=3)
+    pruner = BlockPruner(student, "topk", BLOCKS, prune_ffn=True, layers=[0, 1])
+    assert sorted({key.split("_")[0] for key in pruner.scores}) == ["layer0", "layer1"]
+    last = student.distilbert.transformer.layer[2]
+    assert not hasattr(last.attention.q_lin, "parametrizations") and not hasattr(last.ffn.lin1, "parametrizations")
+    pruner.values = {"attention": 0.5, "ffn": 0.25}
+    densities = pruner.densities()
+    # Per-target keys cover the pruned layers; the groups count layer 2's weights as kept:
+    # attention (2 x 0.5 + 1) / 3, FFN (2 x 0.25 + 1) / 3 (every layer has the same shapes).
+    assert densities["layer0_query"] == 0.5 and "layer2_query" not in densities
+    assert densities["attention"] == pytest.approx(2 / 3) and densities["ffn"] == pytest.approx(0.5)
+    small = compact(pruner.fold(student))
+    assert small.config.heads_per_layer[2] == 2 and small.config.ffn_width_per_layer[2] == 16
+    with torch.no_grad():
+        assert (small(*batch) - student(*batch)).abs().max().item() < 1e-4
+
+
+def test_layer_outside_the_student_is_explained():
+    with pytest.raises(ConfigError, match=r"pruning.layers has \[3\], outside the student's layers 0..2"):
+        BlockPruner(tiny_student(layers=3), "topk", BLOCKS, prune_ffn=True, layers=[0, 3])

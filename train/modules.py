@@ -91,7 +91,7 @@ class DistillationModule(_ScheduledModule):
         # and folded away when a student checkpoint is kept.
         self.pruning_cfg = pruning_cfg if pruning_cfg is not None and pruning_cfg.enabled else None
         self.pruner = (
-            BlockPruner(student, pruning_cfg.method, pruning_cfg.block_shapes, pruning_cfg.prune_ffn)
+            BlockPruner(student, pruning_cfg.method, pruning_cfg.block_shapes, pruning_cfg.prune_ffn, pruning_cfg.layers)
             if self.pruning_cfg else None
         )
         self.log_every = train_cfg.log_every_steps

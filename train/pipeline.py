@@ -451,7 +451,7 @@ def run(recipe: Recipe, resume_dir: Path | None = None) -> Path:
     if recipe.pruning.enabled:
         from distilprune.pruning import BlockPruner
 
-        BlockPruner.check(student, recipe.pruning.block_shapes)
+        BlockPruner.check(student, recipe.pruning.block_shapes, recipe.pruning.layers)
 
     run_dir = resume_dir if resume_dir is not None else make_run_dir(recipe)
     if resume_dir is not None:

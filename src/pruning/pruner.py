@@ -49,9 +49,14 @@ class BlockPruner(nn.Module):
         method: "topk" (keep the top fraction of blocks of each matrix) or "sigmoid_threshold".
         block_shapes: attention target -> [block_rows, block_cols]; -1 means the whole dimension.
         prune_ffn: also prune whole FFN rows (ffn_in rows tied to ffn_out columns).
+        layers: student layer indices to prune; None or empty = every layer. Layers left out stay
+            dense and count as fully kept in :meth:`densities`.
     """
 
-    def __init__(self, student: nn.Module, method: str, block_shapes: dict[str, list[int]], prune_ffn: bool) -> None:
+    def __init__(
+        self, student: nn.Module, method: str, block_shapes: dict[str, list[int]], prune_ffn: bool,
+        layers: list[int] | None = None,
+    ) -> None:
         super().__init__()
         architecture_of(student)  # clear error for families outside the table
         if method not in ("topk", "sigmoid_threshold"):
@@ -62,8 +67,18 @@ class BlockPruner(nn.Module):
         # Current keep fraction (topk) or sigmoid threshold, per group; set by the schedule.
         self.values = {"attention": 1.0 if method == "topk" else 0.0, "ffn": 1.0 if method == "topk" else 0.0}
         self._modules_by_key: dict[str, list[tuple[nn.Linear, str]]] = {}
-        self.check(student, block_shapes)
-        for index in range(len(layers_of(student))):
+        self.check(student, block_shapes, layers)
+        num_layers = len(layers_of(student))
+        self.layers = sorted(set(layers)) if layers else list(range(num_layers))
+        # Weights of the targets in layers left dense: counted as kept in every density.
+        self._dense_weights = {"attention": 0, "ffn": 0}
+        for index in sorted(set(range(num_layers)) - set(self.layers)):
+            for part in block_shapes:
+                self._dense_weights["attention"] += layer_part(student, index, part).weight.numel()
+            if prune_ffn:
+                for part in ("ffn_in", "ffn_out"):
+                    self._dense_weights["ffn"] += layer_part(student, index, part).weight.numel()
+        for index in self.layers:
             for part, shape in block_shapes.items():
                 linear = layer_part(student, index, part)
                 rows, cols = _block_shape(shape, linear, part)
@@ -79,10 +94,18 @@ class BlockPruner(nn.Module):
                 self._attach(ffn_out, key, "cols")
 
     @staticmethod
-    def check(student: nn.Module, block_shapes: dict[str, list[int]]) -> None:
-        """Raise ConfigError for an unknown target or a block shape that does not tile a weight,
-        without touching ``student`` (the pipeline checks before it creates a run directory)."""
+    def check(student: nn.Module, block_shapes: dict[str, list[int]], layers: list[int] | None = None) -> None:
+        """Raise ConfigError for an unknown target, a block shape that does not tile a weight or a
+        layer index the student does not have, without touching ``student`` (the pipeline checks
+        before it creates a run directory)."""
         architecture_of(student)
+        num_layers = len(layers_of(student))
+        outside = sorted({index for index in layers or [] if not 0 <= index < num_layers})
+        if outside:
+            raise ConfigError(
+                f"pruning.layers has {outside}, outside the student's layers 0..{num_layers - 1}. "
+                f"List layers in that range, e.g. pruning.layers=[0,1,2], or leave it empty to prune every layer."
+            )
         for name in block_shapes:
             if name not in ATTENTION_TARGETS:
                 raise ConfigError(
@@ -112,8 +135,11 @@ class BlockPruner(nn.Module):
 
     @torch.no_grad()
     def densities(self) -> dict[str, float]:
-        """Kept fraction of weights per target key, per group, and over all pruned weights."""
-        out, kept, total = {}, {"attention": 0.0, "ffn": 0.0}, {"attention": 0.0, "ffn": 0.0}
+        """Kept fraction of weights per target key (pruned layers), and per group and overall over
+        the targets of every layer (those in dense layers count as kept)."""
+        out = {}
+        kept = {group: float(n) for group, n in self._dense_weights.items()}
+        total = dict(kept)
         for key in self.scores:
             weights = sum(linear.parametrizations.weight.original.numel() for linear, _ in self._modules_by_key[key])
             fraction = float(self.score_mask(key).float().mean())
