@@ -178,7 +178,7 @@ class TransformerBlock(nn.Module):
         ``cls_only``: every token still gives keys and values, but only the [CLS] row (position 0)
         is queried, projected, normalised and sent through the FFN."""
         rows = hidden[:, :1] if cls_only else hidden
-        attended = self.attention(hidden, mask_bias, rows if cls_only else None)
+        attended = self.attention(hidden, mask_bias, rows)
         rows = self.sa_layer_norm(rows + self.dropout(attended))
         return self.output_layer_norm(rows + self.ffn(rows))
 
