@@ -143,3 +143,12 @@ def layer_part(model: nn.Module, layer_index: int, part: str) -> nn.Module:
             f"Unknown layer part {part!r}. Known parts: {', '.join(LAYER_PARTS)}."
         )
     return get_module(layers_of(model)[layer_index], arch.layer[part])
+
+
+def head_dim_of(model: nn.Module) -> int:
+    """Width of one attention head: the model's own ``head_dim`` when its config has one (this
+    project's student, whose head counts may differ per layer), else hidden size / head count."""
+    config = model.config
+    if getattr(config, "head_dim", None):
+        return int(config.head_dim)
+    return int(config.hidden_size) // int(getattr(config, architecture_of(model).config_num_heads))

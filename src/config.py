@@ -59,6 +59,10 @@ class StudentConfig:
     """Depth of the DistilBERT student; at most the teacher's depth."""
     init_layers: list[int] | None = None
     """Teacher block copied into each student block; null = evenly spaced incl. first and last."""
+    init_from: str | None = None
+    """A kept student checkpoint directory (runs/<recipe>/<time>/checkpoints/<name>) to start from
+    instead of teacher layers, e.g. to fine-prune a student that was already distilled. Its layer
+    count must equal num_layers; its vocabulary and label count must match the teacher's."""
 
 
 @dataclass
@@ -212,7 +216,13 @@ class PruningConfig:
     warmup: float = 0.1
     """Fraction of training before pruning starts (density 1)."""
     cooldown: float = 0.2
-    """Fraction of training at the final density (masks keep adapting, density fixed)."""
+    """Fraction of training at the final density (masks keep adapting, density fixed; with fill,
+    the structure is frozen instead)."""
+    fill: bool = False
+    """Hybrid filled (Lagunas et al. 2021): when the cooldown starts, freeze which heads and FFN rows
+    survive, unmask every block of the surviving heads (they restart from zero) and train the rest of
+    the run with fixed masks. Same heads and FFN widths, so the same latency after compaction, with
+    more trainable weights inside the kept heads. Needs cooldown > 0."""
     scores_lr: float = 0.01
     """Learning rate of the scores (their own AdamW group, no weight decay)."""
     l1_weight: float = 0.0
@@ -594,7 +604,7 @@ def validate(recipe: Recipe) -> None:
     )
     student = recipe.student
     _check(student.num_layers >= 1, f"student.num_layers is {student.num_layers}; a student needs at least 1 layer.")
-    if student.init_layers is not None:
+    if student.init_layers is not None and not student.init_from:  # init_from: the checkpoint's layers
         layers = student.init_layers
         _check(
             len(layers) == student.num_layers,
@@ -685,6 +695,11 @@ def validate(recipe: Recipe) -> None:
     _check(
         0 <= p.warmup and 0 <= p.cooldown and p.warmup + p.cooldown < 1,
         "pruning.warmup and pruning.cooldown are fractions of training; each >= 0 and their sum below 1.",
+    )
+    _check(
+        not p.fill or p.cooldown > 0,
+        "pruning.fill=true refills the kept heads when the cooldown starts, but pruning.cooldown is 0, "
+        "so there would be no training left after the fill; set pruning.cooldown (e.g. 0.25) or pruning.fill=false.",
     )
     _check(
         len(p.l1_ramp) == 2 and 0 <= p.l1_ramp[0] <= p.l1_ramp[1] <= 1,

@@ -183,6 +183,9 @@ CATALOGUE: dict[str, Case] = {
     "init-layers-out-of-range": Case(
         LOCAL + ("student.init_layers=[0,5]",),
         ("student.init_layers has [5], outside the teacher's layers 0..2", "Choose indices in that range")),
+    "student-init-from-not-a-checkpoint": Case(
+        LOCAL + ("student.init_from={tmp}",),
+        ("student.init_from:", "is not a saved distilprune student", "Point to a checkpoint directory")),
     "block-shape-not-dividing": Case(
         LOCAL + ("pruning.block_shapes={{query: [48, 32]}}",),
         ("Block shape [48, 32] does not divide the query weight of shape [64, 64]",

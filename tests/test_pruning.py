@@ -139,3 +139,47 @@ def test_layers_left_out_stay_dense_and_count_as_kept(batch):
 def test_layer_outside_the_student_is_explained():
     with pytest.raises(ConfigError, match=r"pruning.layers has \[3\], outside the student's layers 0..2"):
         BlockPruner(tiny_student(layers=3), "topk", BLOCKS, prune_ffn=True, layers=[0, 3])
+
+
+def test_fill_keeps_the_function_and_structure_and_fills_the_kept_heads(batch):
+    student = tiny_student().train()
+    pruner = _prune_to(student, attention=0.5, ffn=0.25)
+    student.eval()
+    with torch.no_grad():
+        before = student(*batch)
+    heads_before = compact(pruner.fold(student)).config
+    frozen = pruner.fill()
+    with torch.no_grad():
+        after = student(*batch)
+    # Released blocks restart at zero: the function is exactly the pruned one at the moment of the fill.
+    assert (after - before).abs().max().item() < 1e-6
+    small = compact(pruner.fold(student))
+    assert small.config.heads_per_layer == heads_before.heads_per_layer
+    assert small.config.ffn_width_per_layer == heads_before.ffn_width_per_layer == [4, 4, 4]
+    # Layer 0 lost head 1 (value rows 32..63 masked); head 0 is now whole in Q, K, V and O.
+    assert frozen["layer0_query"][:32].all() and frozen["layer0_value"][:32].all()
+    assert frozen["layer0_attn_out"][:, :32].all() and not frozen["layer0_value"][32:].any()
+    densities = pruner.densities()
+    assert densities["layer0_value"] == 0.5 and densities["ffn"] == 0.25
+    # Released weights train; the scores no longer get gradients (masks are frozen).
+    student.train()
+    student(*batch).sum().backward()
+    q = student.distilbert.transformer.layer[0].attention.q_lin.parametrizations.weight.original
+    assert q.grad[:32].abs().gt(0).float().mean() > 0.9
+    assert all(scores.grad is None for scores in pruner.scores.values())
+
+
+def test_fill_state_restores_without_touching_weights(batch):
+    student = tiny_student()
+    pruner = _prune_to(student)
+    frozen = {k: v.clone() for k, v in pruner.fill().items()}
+    with torch.no_grad():  # training after the fill moves the released weights away from zero
+        for p in student.parameters():
+            p.add_(0.01)
+        expected = student(*batch)
+    pruner.frozen = None  # as in a freshly built pruner of a resumed run
+    pruner.restore_fill(frozen)
+    with torch.no_grad():
+        assert torch.equal(student(*batch), expected)
+    with pytest.raises(ValueError, match="lacks masks"):
+        pruner.restore_fill({})

@@ -63,18 +63,33 @@ def _final_state(run_dir: Path) -> tuple[dict, dict]:
 
 
 @pytest.fixture(scope="module")
-def straight_run(tiny_setup):
+def straight_runs(tiny_setup):
+    """Uninterrupted runs, made once per variant: {extra args: run dir}."""
     root, teacher, data = tiny_setup
-    straight = run_cli(*_args(teacher, data, root / "straight"))
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    return _run_dir(root / "straight")
+    made: dict[tuple, Path] = {}
+
+    def get(extra: tuple[str, ...]) -> Path:
+        if extra not in made:
+            out = root / f"straight-{len(made)}"
+            straight = run_cli(*_args(teacher, data, out), *extra)
+            assert straight.returncode == 0, straight.stderr[-3000:]
+            made[extra] = _run_dir(out)
+        return made[extra]
+
+    return get
 
 
-@pytest.mark.parametrize("kill_after, resumes_from", [(13, 12), (19, 15)], ids=["epoch-end", "mid-epoch"])
-def test_sigkill_mid_pruning_then_resume_ends_identical(tiny_setup, straight_run, kill_after, resumes_from):
+@pytest.mark.parametrize(
+    "kill_after, resumes_from, extra",
+    [(13, 12, ()), (19, 15, ()), (31, 30, ("pruning.fill=true",))],
+    ids=["epoch-end", "mid-epoch", "after-fill"],
+)
+def test_sigkill_mid_pruning_then_resume_ends_identical(tiny_setup, straight_runs, kill_after, resumes_from, extra):
     root, teacher, data = tiny_setup
+    straight_run = straight_runs(extra)
     out = root / f"killed-{kill_after}"
-    killed = run_cli(*_args(teacher, data, out), env_extra={"DISTILPRUNE_TEST_KILL_AFTER_STEP": str(kill_after)})
+    killed = run_cli(*_args(teacher, data, out), *extra,
+                     env_extra={"DISTILPRUNE_TEST_KILL_AFTER_STEP": str(kill_after)})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run_dir = _run_dir(out)
     assert not (run_dir / "checkpoints" / "final").exists()
@@ -83,6 +98,7 @@ def test_sigkill_mid_pruning_then_resume_ends_identical(tiny_setup, straight_run
     assert last["global_step"] == resumes_from
     scores = {k: v for k, v in last["state_dict"].items() if k.startswith("pruner.scores.")}
     assert scores and not any(k.startswith("teacher") for k in last["state_dict"])
+    assert ("filled_masks" in last["distilprune"]) == bool(extra)  # the fill happens at step 29 of 36
 
     resumed = run_cli(f"resume={run_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -100,3 +100,23 @@ def test_cls_only_last_layer_gives_the_full_logits_and_gradients(batch, heads, w
     assert cls_grads.keys() == full_grads.keys()
     for name in cls_grads:
         assert torch.allclose(cls_grads[name], full_grads[name], atol=1e-5), name
+
+
+def test_init_from_a_kept_checkpoint_is_checked_against_recipe_and_teacher(tmp_path, tiny_teacher, batch):
+    from distilprune.config import load_recipe
+    from distilprune.errors import ConfigError
+    from distilprune.train.pipeline import build_student
+
+    saved = student_from_teacher(tiny_teacher, num_layers=2, init_layers=[0, 2]).eval()
+    saved.save(tmp_path / "final")
+    recipe = load_recipe(["recipe=quickstart", f"student.init_from={tmp_path / 'final'}", "student.num_layers=2"])
+    student = build_student(recipe, tiny_teacher).eval()
+    with torch.no_grad():
+        assert torch.equal(student(*batch), saved(*batch))  # the checkpoint, not fresh teacher layers
+    deeper = load_recipe(["recipe=quickstart", f"student.init_from={tmp_path / 'final'}", "student.num_layers=3"])
+    with pytest.raises(ConfigError, match=r"it has 2 layers but student.num_layers is 3 \(set student.num_layers=2\)"):
+        build_student(deeper, tiny_teacher)
+    other_labels = load_recipe(["recipe=quickstart", f"student.init_from={tmp_path / 'final'}", "student.num_layers=2"])
+    from conftest import tiny_bert
+    with pytest.raises(ConfigError, match="it predicts 2 labels, the teacher 3"):
+        build_student(other_labels, tiny_bert(num_labels=3))

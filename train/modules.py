@@ -122,9 +122,18 @@ class DistillationModule(_ScheduledModule):
         return self
 
     def update_pruning_schedule(self) -> None:
-        """Set each group's keep fraction (topk) or threshold (sigmoid) for the current step."""
+        """Set each group's keep fraction (topk) or threshold (sigmoid) for the current step; with
+        ``pruning.fill``, freeze the structure and refill the kept heads when the cooldown starts."""
         cfg, step = self.pruning_cfg, self.global_step
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        if self.pruner.filled:
+            return  # masks are frozen
+        self.update_values(step, total)
+        if cfg.fill and step >= (1.0 - cfg.cooldown) * total:
+            self.pruner.fill()  # the final-density masks just set are the structure that stays
+
+    def update_values(self, step: int, total: int) -> None:
+        cfg = self.pruning_cfg
         if cfg.method == "topk":
             finals = {"attention": cfg.attention_density, "ffn": cfg.ffn_density}
             self.pruner.values = {g: cubic_schedule(step, total, 1.0, f, cfg.warmup, cfg.cooldown) for g, f in finals.items()}
@@ -143,9 +152,15 @@ class DistillationModule(_ScheduledModule):
     # -- exact resume: RNG state travels with the checkpoint ------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["distilprune"] = {"format": 1, "rng": get_rng_state()}
+        if self.pruner is not None and self.pruner.filled:
+            # Filled masks are not a function of the scores any more: they travel with the checkpoint.
+            checkpoint["distilprune"]["filled_masks"] = {k: v.cpu() for k, v in self.pruner.frozen.items()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._rng_to_restore = checkpoint.get("distilprune", {}).get("rng")
+        state = checkpoint.get("distilprune", {})
+        self._rng_to_restore = state.get("rng")
+        if self.pruner is not None and "filled_masks" in state:
+            self.pruner.restore_fill(state["filled_masks"])
 
     @torch.no_grad()
     def teacher_outputs(self, batch) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:

@@ -144,10 +144,16 @@ def make_trainer(
 
     cfg = recipe.train
     devices, nodes, strategy = (cfg.devices, cfg.num_nodes, cfg.strategy) if distributed else (1, 1, "auto")
-    if strategy == "ddp" and (cfg.accelerator == "cpu" or not torch.cuda.is_available()):
+    if strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 
-        strategy = DDPStrategy(process_group_backend="gloo")
+        options = {}
+        if cfg.accelerator == "cpu" or not torch.cuda.is_available():
+            options["process_group_backend"] = "gloo"
+        if recipe.pruning.enabled and recipe.pruning.fill:
+            options["find_unused_parameters"] = True  # after the fill the scores get no gradient
+        if options:
+            strategy = DDPStrategy(**options)
     callbacks = list(callbacks)
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -290,7 +296,31 @@ def _finish_wandb(trainer: "L.Trainer") -> None:
 
 
 def build_student(recipe: Recipe, teacher) -> DistilBertStudent:
-    return student_from_teacher(teacher, recipe.student.num_layers, recipe.student.init_layers)
+    """The student to distil: teacher layers copied into a DistilBERT, or a kept student checkpoint
+    (``student.init_from``) checked against the recipe and the teacher."""
+    if not recipe.student.init_from:
+        return student_from_teacher(teacher, recipe.student.num_layers, recipe.student.init_layers)
+    source = Path(recipe.student.init_from).expanduser()
+    try:
+        student = DistilBertStudent.load(source)
+    except ModelError as error:
+        raise ConfigError(f"student.init_from: {error}") from None
+    config = student.config
+    teacher_vocab = teacher.get_input_embeddings().num_embeddings
+    teacher_labels = teacher.config.num_labels
+    problems = []
+    if config.num_layers != recipe.student.num_layers:
+        problems.append(f"it has {config.num_layers} layers but student.num_layers is {recipe.student.num_layers} "
+                        f"(set student.num_layers={config.num_layers})")
+    if config.vocab_size != teacher_vocab:
+        problems.append(f"its vocabulary has {config.vocab_size} tokens, the teacher's {teacher_vocab} "
+                        f"(it was distilled from another teacher; use that teacher.model)")
+    if config.num_labels != teacher_labels:
+        problems.append(f"it predicts {config.num_labels} labels, the teacher {teacher_labels} "
+                        f"(it was trained on another dataset)")
+    if problems:
+        raise ConfigError(f"student.init_from={source} cannot start this run: " + "; ".join(problems) + ".")
+    return student.train()
 
 
 def _autocast_dtype(precision: str) -> torch.dtype | None:
@@ -395,8 +425,10 @@ def distill(recipe: Recipe, run_dir: Path, teacher, tokenizer, data: TextClassif
     if is_rank_zero():
         world = t.devices * t.num_nodes
         console.print(
-            f"[bold]Student[/bold]: DistilBERT, {student.config.num_layers} layers from teacher layers "
-            f"{student.config.source_layers}, {student.num_parameters() / 1e6:.1f}M parameters; distilling on "
+            f"[bold]Student[/bold]: DistilBERT, {student.config.num_layers} layers "
+            + (f"from the checkpoint {recipe.student.init_from}" if recipe.student.init_from
+               else f"from teacher layers {student.config.source_layers}")
+            + f", {student.num_parameters() / 1e6:.1f}M parameters; distilling on "
             f"{len(data.train)} examples"
             + (f" over {world} processes ({t.strategy})" if world > 1 else "")
             + (f"; block pruning ({recipe.pruning.method}) to attention density {recipe.pruning.attention_density}, "

@@ -6,6 +6,11 @@ student's forward is unchanged and computes with ``weight * mask``. Targets are 
 logical parts of :mod:`distilprune.architectures` (``query``, ``key``, ``value``, ``attn_out``) with a
 block shape each; ``ffn`` prunes whole FFN rows: row i of ``ffn_in`` and the matching column i of
 ``ffn_out`` share one score (the "hybrid" preset of Lagunas et al. 2021).
+
+:meth:`BlockPruner.fill` is the paper's "hybrid filled" step: once the structure is chosen, the
+heads that survive compaction are made whole again (their pruned blocks come back, starting at zero)
+and every mask is frozen, so the rest of training adapts a structurally pruned but dense-inside model.
+A partly pruned head costs as much as a full one after compaction, so filling it is free at inference.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from distilprune.architectures import architecture_of, layer_part, layers_of
+from distilprune.architectures import architecture_of, head_dim_of, layer_part, layers_of
 from distilprune.errors import ConfigError
 from distilprune.pruning.masks import block_mask, expand_blocks
 
@@ -34,7 +39,7 @@ class _MaskedWeight(nn.Module):
         self.key, self.layout = key, layout
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight * self.pruner.weight_mask(self.key, self.layout).to(weight.dtype)
+        return weight * self.pruner.weight_mask(self.key, self.layout).to(device=weight.device, dtype=weight.dtype)
 
 
 def _group(key: str) -> str:
@@ -67,7 +72,10 @@ class BlockPruner(nn.Module):
         # Current keep fraction (topk) or sigmoid threshold, per group; set by the schedule.
         self.values = {"attention": 1.0 if method == "topk" else 0.0, "ffn": 1.0 if method == "topk" else 0.0}
         self._modules_by_key: dict[str, list[tuple[nn.Linear, str]]] = {}
+        # After fill(): key -> frozen mask (attention: weight-level (out, in); ffn: (ffn_width,)).
+        self.frozen: dict[str, torch.Tensor] | None = None
         self.check(student, block_shapes, layers)
+        self.head_dim = head_dim_of(student)
         num_layers = len(layers_of(student))
         self.layers = sorted(set(layers)) if layers else list(range(num_layers))
         # Weights of the targets in layers left dense: counted as kept in every density.
@@ -126,12 +134,86 @@ class BlockPruner(nn.Module):
         return block_mask(self.scores[key], self.method, self.values[_group(key)])
 
     def weight_mask(self, key: str, layout: str) -> torch.Tensor:
-        mask = self.score_mask(key)
+        if self.frozen is not None:
+            mask = self.frozen[key]  # no graph to the scores: they stop learning once filled
+            if layout == "blocks":
+                return mask
+        else:
+            mask = self.score_mask(key)
         if layout == "rows":
             return mask[:, None]  # (ffn_width, 1) broadcasts over ffn_in's input columns
         if layout == "cols":
             return mask[None, :]  # (1, ffn_width) broadcasts over ffn_out's output rows
         return expand_blocks(mask, *self.blocks[key])
+
+    def _kept_fraction(self, key: str) -> float:
+        mask = self.frozen[key] if self.frozen is not None else self.score_mask(key)
+        return float(mask.float().mean())  # blocks are equal-sized: block mean = weight mean
+
+    @property
+    def filled(self) -> bool:
+        return self.frozen is not None
+
+    @torch.no_grad()
+    def fill(self, zero_released: bool = True) -> dict[str, torch.Tensor]:
+        """Freeze the structure and refill the surviving heads ("hybrid filled", Lagunas et al. 2021).
+
+        A head survives compaction unless its value rows or its output-projection columns are all
+        masked (the rule of :func:`distilprune.pruning.compaction.kept_heads_and_rows`). For every
+        surviving head, all of its query/key/value rows and attn_out columns are unmasked; removed
+        heads and FFN rows keep their current masks. From then on the masks are fixed: the scores get
+        no gradient and the schedule no longer applies.
+
+        Args:
+            zero_released: set the weights of the unmasked blocks to zero, so the model computes
+                exactly what it computed before the fill and the released weights grow from there
+                (their stored values are stale: they stopped training when they were masked). False
+                only when restoring a filled state whose weights were already zeroed (resume).
+
+        Returns the frozen masks (key -> tensor), which is the state to checkpoint.
+        """
+        frozen: dict[str, torch.Tensor] = {}
+        for index in self.layers:
+            prefix = f"layer{index}_"
+            masks = {
+                key[len(prefix):]: self.weight_mask(key, "blocks").detach().clone()
+                for key in self.blocks if key.startswith(prefix)
+            }
+            if masks:
+                # (heads * head_dim) is the row count of query/key/value and the column count of attn_out
+                heads = next(m.shape[1] if part == "attn_out" else m.shape[0] for part, m in masks.items()) // self.head_dim
+                for head in range(heads):
+                    span = slice(head * self.head_dim, (head + 1) * self.head_dim)
+                    removed = ("value" in masks and not masks["value"][span].any()) or (
+                        "attn_out" in masks and not masks["attn_out"][:, span].any())
+                    if removed:
+                        continue
+                    for part, mask in masks.items():
+                        if part == "attn_out":
+                            mask[:, span] = 1.0
+                        else:
+                            mask[span] = 1.0
+                for part, mask in masks.items():
+                    frozen[prefix + part] = mask
+            if prefix + FFN_TARGET in self.scores:
+                frozen[prefix + FFN_TARGET] = self.score_mask(prefix + FFN_TARGET).detach().clone()
+        if zero_released:
+            # Fold the current masks into the stored weights before swapping them: released blocks
+            # start at zero, so the function is unchanged at the moment of the fill.
+            for key, modules in self._modules_by_key.items():
+                for linear, layout in modules:
+                    original = linear.parametrizations.weight.original
+                    original.mul_(self.weight_mask(key, layout).to(original.dtype))
+        self.frozen = frozen
+        return frozen
+
+    def restore_fill(self, frozen: dict[str, torch.Tensor]) -> None:
+        """Put back the frozen masks of a filled run (from a resume checkpoint), weights untouched."""
+        missing = sorted(set(self.scores) - set(frozen))
+        if missing:
+            raise ValueError(f"filled pruning state lacks masks for {missing}")
+        device = next(iter(self.scores.values())).device
+        self.frozen = {key: mask.to(device) for key, mask in frozen.items()}
 
     @torch.no_grad()
     def densities(self) -> dict[str, float]:
@@ -142,7 +224,7 @@ class BlockPruner(nn.Module):
         total = dict(kept)
         for key in self.scores:
             weights = sum(linear.parametrizations.weight.original.numel() for linear, _ in self._modules_by_key[key])
-            fraction = float(self.score_mask(key).float().mean())
+            fraction = self._kept_fraction(key)
             out[key] = fraction
             kept[_group(key)] += fraction * weights
             total[_group(key)] += weights
