@@ -1,14 +1,17 @@
-"""INT8 accuracy gate: dynamic INT8 first, then fallbacks in a configured order until one passes.
+"""INT8 accuracy gate: a first method (per-channel dynamic INT8 by default), then fallbacks in a
+configured order until one passes.
 
 Every attempt is a full INT8 model written into a private temporary directory next to the shipped
-file, evaluated once (the caller's ``evaluate`` runs the test split) and timed once. The first attempt
+file, evaluated once (the caller's ``evaluate`` runs the test split, one sentence per call by default)
+and timed once. The first attempt
 within the allowed drop is shipped; when none is, the most accurate one is shipped and the result says
 so. The temporary directory is removed in every case, so only ``int8_path`` remains.
 
 Methods (the names of recipe key ``export.int8_fallbacks``):
 
-- ``dynamic``: weights QInt8 per tensor, activations quantized at run time (the default, always first).
-- ``per_channel``: dynamic, one weight scale per output channel (helps when a few rows are large).
+- ``dynamic``: weights QInt8 per tensor, activations quantized at run time.
+- ``per_channel``: dynamic, one weight scale per output channel (helps when a few rows are large; the
+  pipeline's default first method, ``export.int8_method``).
 - ``reduce_range``: dynamic with 7-bit weights, which avoids the int16 accumulation saturation of
   u8s8 kernels on CPUs without VNNI.
 - ``static``: activations calibrated on tokenized training samples (see :func:`quantize_static_int8`).
@@ -43,14 +46,14 @@ QUANTIZED_OPS = (
 SENSITIVITY_BATCHES = 4
 
 
-def _check_methods(fallbacks: list[str]) -> list[str]:
-    unknown = [name for name in fallbacks if name not in METHODS]
+def _check_methods(fallbacks: list[str], first: str) -> list[str]:
+    unknown = [name for name in [first, *fallbacks] if name not in METHODS]
     if unknown:
         raise ConfigError(
-            f"Unknown INT8 fallback(s) {unknown} in export.int8_fallbacks. Use any of "
-            f"{list(METHODS[1:])} in the order they should be tried (dynamic is always tried first)."
+            f"Unknown INT8 method(s) {unknown} in export.int8_method / export.int8_fallbacks. Use any of "
+            f"{list(METHODS)}: int8_method is tried first, then the fallbacks in their order."
         )
-    ordered = ["dynamic"]
+    ordered = [first]
     for name in fallbacks:  # keep the configured order, drop repeats (each costs an evaluation)
         if name not in ordered:
             ordered.append(name)
@@ -225,6 +228,7 @@ def quantize_with_gate(
     calibration: list[dict[str, np.ndarray]] | None,
     measure_p50: Callable[[Path], float],
     *,
+    first: str = "dynamic",
     exclude_top: int = 2,
 ) -> dict:
     """Quantize ``fp32_path`` to ``int8_path``, trying fallbacks until accuracy is within ``max_drop``.
@@ -235,10 +239,11 @@ def quantize_with_gate(
         evaluate: model path -> accuracy in [0, 1] (one pass over the test split).
         fp32_accuracy: accuracy of ``fp32_path`` by the same ``evaluate``.
         max_drop: largest allowed ``fp32_accuracy - accuracy`` (0.01 = one point).
-        fallbacks: methods of :data:`METHODS` tried in this order after ``dynamic``.
+        fallbacks: methods of :data:`METHODS` tried in this order after ``first``.
         calibration: feeds {"input_ids", "attention_mask": (batch, seq) int64} from training
             samples, for ``static`` and ``exclude_sensitive``; those are recorded as failed without it.
         measure_p50: model path -> p50 latency in ms.
+        first: the method tried first (the pipeline passes ``export.int8_method``).
         exclude_top: how many of the most sensitive layers ``exclude_sensitive`` keeps in float.
 
     Returns:
@@ -246,7 +251,7 @@ def quantize_with_gate(
         "shipped": method, "passed": bool, "verdict": one sentence, "quantized_ops": counts}.
         An attempt whose quantization itself failed has accuracy None and an "error" text.
     """
-    methods = _check_methods(fallbacks)
+    methods = _check_methods(fallbacks, first)
     if max_drop < 0:
         raise ConfigError(
             f"export.int8_max_drop={max_drop:g} is negative; it is the largest allowed accuracy loss of "

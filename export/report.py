@@ -101,7 +101,9 @@ def _int8_section(report: dict) -> list[str]:
     if not any("int8" in c for c in report["checkpoints"]):
         return []
     drop = report.get("export", {}).get("int8_max_drop")
-    lines = ["", f"## INT8 accuracy gate (allowed drop vs ONNX fp32: {drop})", "",
+    batch = report.get("export", {}).get("int8_eval_batch_size")
+    per_call = f"; INT8 accuracy measured {batch} sentence(s) per call" if batch else ""
+    lines = ["", f"## INT8 accuracy gate (allowed drop vs ONNX fp32: {drop}{per_call})", "",
              "| checkpoint | attempt | accuracy % | drop (points) | p50 ms | passed | shipped |", "|---|---|---|---|---|---|---|"]
     for ckpt in report["checkpoints"]:
         gate = ckpt.get("int8", {})

@@ -143,6 +143,8 @@ def export_run(
     threads = cfg.threads
     torch.set_num_threads(threads)
     loader = _test_loader(data, tokenizer, recipe.data.max_seq_len, recipe.data.eval_batch_size)
+    # INT8 accuracy one request at a time (by default): dynamic INT8's activation scales span the batch.
+    int8_loader = _test_loader(data, tokenizer, recipe.data.max_seq_len, cfg.int8_eval_batch_size)
     inputs = measure.latency_inputs(cfg.latency_batch_size, cfg.latency_seq_len, tokenizer.vocab_size)
     calibration = _calibration_feeds(data, tokenizer, recipe.data.max_seq_len, cfg.calibration_examples)
     budget = _budget(cfg)
@@ -164,7 +166,8 @@ def export_run(
             "teacher_forward": "Hugging Face model as shipped: every layer over every token",
             "student_forward": "last layer for the [CLS] row only (exact: the classifier reads nothing else)",
         },
-        "export": {"latency_budget": budget, "int8_max_drop": cfg.int8_max_drop, "int8_fallbacks": cfg.int8_fallbacks},
+        "export": {"latency_budget": budget, "int8_method": cfg.int8_method, "int8_max_drop": cfg.int8_max_drop,
+                   "int8_fallbacks": cfg.int8_fallbacks, "int8_eval_batch_size": cfg.int8_eval_batch_size},
         "data": data.info,
         "teacher": {
             "model": recipe.teacher.model,
@@ -218,15 +221,15 @@ def export_run(
         console.print(f"[bold]Export[/bold] {name}: INT8 quantization with the accuracy gate ...")
         gate = quantize_with_gate(
             exported.fp32_path, exported.int8_path,
-            evaluate=lambda path: measure.accuracy_onnx(ort_session(path, threads), loader)[0],
-            fp32_accuracy=fp32_acc, max_drop=cfg.int8_max_drop, fallbacks=cfg.int8_fallbacks,
+            evaluate=lambda path: measure.accuracy_onnx(ort_session(path, threads), int8_loader)[0],
+            fp32_accuracy=fp32_acc, max_drop=cfg.int8_max_drop, fallbacks=cfg.int8_fallbacks, first=cfg.int8_method,
             calibration=calibration,
             measure_p50=lambda path: measure.latency_onnx(ort_session(path, threads), inputs, cfg.latency_warmup, cfg.latency_runs)["p50"],
         )
         if not gate["passed"]:
             result.failures.append(f"Checkpoint {name}: {gate['verdict']}")
         int8_session = ort_session(exported.int8_path, threads)
-        int8_acc, _ = measure.accuracy_onnx(int8_session, loader)
+        int8_acc, _ = measure.accuracy_onnx(int8_session, int8_loader)
 
         console.print(f"[bold]Export[/bold] {name}: latency grid {cfg.grid_batch_sizes} x {cfg.grid_seq_lens} ...")
         grid = {
@@ -331,6 +334,7 @@ def _card(report: dict, entry: dict, budget: dict | None, model_name: str) -> di
         "machine": report["machine"],
         "libraries": report.get("libraries", {}),
         "latency_budget": budget,
+        "export": report.get("export", {}),
         "training": report.get("training", {}),
         "how_to_verify": "python -m distilprune.export.verify <this directory>   (or: python verify_bundle.py .)",
     }

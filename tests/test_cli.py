@@ -74,7 +74,7 @@ def test_quickstart_end_to_end_on_real_assets(tmp_path):
         assert entry["gpu"]["status"].startswith("skipped: CUDA")  # no GPU here: a clear line, not an error
         cells = {(c["batch_size"], c["seq_len"]) for c in entry["latency_grid"]["onnx_int8"]}
         assert cells == {(b, s) for b in (1, 8, 32) for s in (32, 128)}
-        assert entry["int8"]["attempts"][0]["method"] == "dynamic" and entry["int8"]["shipped"]
+        assert entry["int8"]["attempts"][0]["method"] == "per_channel" and entry["int8"]["shipped"]
         files = {p.relative_to(Path(entry["bundle"])).as_posix() for p in Path(entry["bundle"]).rglob("*") if p.is_file()}
         assert {"input_spec.json", "parity.json", "manifest.json", "README.md", "verify_bundle.py",
                 f"triton/quickstart-{entry['name']}/config.pbtxt", f"triton/quickstart-{entry['name']}/1/model.onnx"} <= files

@@ -217,3 +217,33 @@ def test_unfused_attention_fails_loudly_unless_accepted(tmp_path, monkeypatch, b
 def test_layers_without_heads_need_no_attention(setup):
     fp32, *_ = setup
     assert check_fusion(fp32, expected_attention=0)["Attention"] == 1
+
+
+def test_dynamic_int8_logits_depend_on_the_batch_but_fp32_logits_do_not(setup, tmp_path):
+    """Why INT8 accuracy is measured one sentence per call (export.int8_eval_batch_size=1): dynamic
+    INT8 takes one activation scale over the whole input tensor, so a sentence's INT8 logits change
+    when other sentences (or padding) are batched with it; fp32 logits do not."""
+    fp32, _, test_feeds, _ = setup
+    int8 = tmp_path / "model.int8.onnx"
+    quantize_with_gate(fp32, int8, lambda path: 1.0, 1.0, 0.01, [], None, _p50)
+    feed = test_feeds[0]
+    sessions = {name: ort_session(path, threads=1) for name, path in (("fp32", fp32), ("int8", int8))}
+    gaps = {}
+    for name, session in sessions.items():
+        batched = session.run(None, feed)[0]
+        alone = np.concatenate([
+            session.run(None, {k: v[i:i + 1, : int(feed["attention_mask"][i].sum())] for k, v in feed.items()})[0]
+            for i in range(len(feed["input_ids"]))
+        ])
+        gaps[name] = float(np.abs(batched - alone).max())
+    # fp32: float rounding only (~1e-7); INT8: quantization steps of the activations (~1e-4 and up here)
+    assert gaps["fp32"] < 1e-5 and gaps["int8"] > 100 * max(gaps["fp32"], 1e-7), gaps
+
+
+def test_first_method_is_configurable_and_checked(setup, tmp_path):
+    fp32, evaluate, _, calibration = setup
+    result = quantize_with_gate(fp32, tmp_path / "m.onnx", evaluate, 1.0, 0.5, ["dynamic"], calibration, _p50,
+                                first="per_channel")
+    assert [a["method"] for a in result["attempts"]] == ["per_channel"] and result["shipped"] == "per_channel"
+    with pytest.raises(ConfigError, match="Unknown INT8 method"):
+        quantize_with_gate(fp32, tmp_path / "n.onnx", evaluate, 1.0, 0.5, [], None, _p50, first="per_chanel")
