@@ -98,10 +98,20 @@ class DistillConfig:
     """none | cosine | mse: match student block outputs to their source teacher blocks."""
     hidden_weight: float = 0.0
     teacher_cache: bool = True
-    """Compute the frozen teacher's outputs on the training split once, store them on disk (keyed by
-    teacher, data and tokenization) and read them during training. The data pipeline has no
-    augmentation, so the cached outputs are exactly what the live teacher would give (up to the
-    numerics of padding). False: run the teacher on every step."""
+    """Compute the frozen teacher's outputs on the training split (augmented copies included) once,
+    store them on disk (keyed by teacher, data, augmentation and tokenization) and read them during
+    training. The copies are fixed by the seed, so the cached outputs are exactly what the live
+    teacher would give (up to the numerics of padding). False: run the teacher on every step."""
+    augment_copies: int = 0
+    """Perturbed copies of every training sentence, learned from the teacher's logits only (no gold
+    label; Tang et al. 2019; see src/augment.py). 0 = off. An epoch is (1 + copies) times longer.
+    The teacher is fine-tuned on the original sentences only."""
+    augment_mask_prob: float = 0.1
+    """Per word: probability of the tokenizer's mask token in an augmented copy."""
+    augment_swap_prob: float = 0.1
+    """Per word: probability of a random training word instead (after the mask draw)."""
+    augment_ngram_prob: float = 0.25
+    """Per copy: probability of keeping only a random window of 1-5 words."""
 
 
 @dataclass
@@ -611,6 +621,15 @@ def validate(recipe: Recipe) -> None:
     _check(
         recipe.teacher.weight_decay >= 0 and t.weight_decay >= 0,
         "teacher.weight_decay and train.weight_decay must be >= 0 (0.01 is usual).",
+    )
+    augment = recipe.distill
+    _check(augment.augment_copies >= 0,
+           f"distill.augment_copies is {augment.augment_copies}; use 0 (off) or a positive number of copies.")
+    _check(
+        all(0 <= v <= 1 for v in (augment.augment_mask_prob, augment.augment_swap_prob, augment.augment_ngram_prob))
+        and augment.augment_mask_prob + augment.augment_swap_prob <= 1,
+        "distill.augment_mask_prob, augment_swap_prob and augment_ngram_prob are probabilities in [0, 1], "
+        "and mask + swap must not exceed 1 (both are drawn per word), e.g. 0.1, 0.1 and 0.25.",
     )
     student = recipe.student
     _check(student.num_layers >= 1, f"student.num_layers is {student.num_layers}; a student needs at least 1 layer.")

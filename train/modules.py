@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
+from distilprune.augment import NO_LABEL
 from distilprune.errors import DivergenceError
 from distilprune.losses import hidden_state_loss, kd_kl_loss
 from distilprune.pruning import BlockPruner, cubic_schedule, linear_ramp
@@ -190,7 +191,11 @@ class DistillationModule(_ScheduledModule):
             student_logits = self.student(batch["input_ids"], batch["attention_mask"])
         kd = (kd_kl_loss(student_logits, teacher_logits, self.cfg.temperature)
               if teacher_logits is not None else student_logits.new_zeros((), dtype=torch.float32))
-        ce = F.cross_entropy(student_logits.float(), batch["labels"])
+        # Augmented copies have no gold label (NO_LABEL): cross-entropy over the labelled rows only,
+        # and 0 for a batch without any (F.cross_entropy would return NaN).
+        gold = batch["labels"] != NO_LABEL
+        ce = (F.cross_entropy(student_logits.float()[gold], batch["labels"][gold]) if bool(gold.any())
+              else student_logits.new_zeros((), dtype=torch.float32))
         loss = self.cfg.kd_weight * kd + self.cfg.ce_weight * ce
         if self.needs_hidden:
             hidden = torch.stack([
@@ -219,7 +224,8 @@ class DistillationModule(_ScheduledModule):
                 f"train.precision=32-true, or bf16-mixed instead of 16-mixed). The last good resume "
                 f"checkpoint and kept students are left as they were."
             )
-        self.train_accuracy.update(student_logits.argmax(-1), batch["labels"])
+        if bool(gold.any()):
+            self.train_accuracy.update(student_logits.argmax(-1)[gold], batch["labels"][gold])
         self.log_dict({"train/loss": loss, "train/kd_loss": kd, "train/ce_loss": ce}, prog_bar=False)
         self.log("train/acc", self.train_accuracy, on_step=True, on_epoch=False)
         self.log("loss", loss, prog_bar=True, logger=False)

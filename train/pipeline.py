@@ -327,6 +327,26 @@ def _autocast_dtype(precision: str) -> torch.dtype | None:
     return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
 
 
+def with_augmented_train(recipe: Recipe, data: TextClassificationData, tokenizer) -> TextClassificationData:
+    """``data`` with ``distill.augment_copies`` perturbed copies appended to its training split (no
+    gold labels; see :mod:`distilprune.augment`), and the augmentation recorded in ``info`` so the
+    teacher output cache is keyed on it. Unchanged when augmentation is off."""
+    cfg = recipe.distill
+    if cfg.augment_copies <= 0:
+        return data
+    from dataclasses import replace
+
+    from distilprune.augment import augment_split
+
+    settings = {"copies": cfg.augment_copies, "mask_prob": cfg.augment_mask_prob, "swap_prob": cfg.augment_swap_prob,
+                "ngram_prob": cfg.augment_ngram_prob, "seed": recipe.seed}
+    train = augment_split(data.train, cfg.augment_copies, cfg.augment_mask_prob, cfg.augment_swap_prob,
+                          cfg.augment_ngram_prob, tokenizer.mask_token or "[MASK]", seed=recipe.seed)
+    info = {**data.info, "augmentation": settings,
+            "rows": {**data.info.get("rows", {}), "train_with_augmented": len(train)}}
+    return replace(data, train=train, info=info)
+
+
 def build_teacher_cache(recipe: Recipe, teacher, tokenizer, data: TextClassificationData, datamodule, teacher_identity: str, student):
     """The teacher's outputs on the training split, computed once and read from disk afterwards."""
     from distilprune.assets import cache_root
@@ -404,6 +424,7 @@ def distill(recipe: Recipe, run_dir: Path, teacher, tokenizer, data: TextClassif
 
     seed_everything(recipe.seed)
     t = recipe.train
+    data = with_augmented_train(recipe, data, tokenizer)
     datamodule = TextDataModule(
         data, tokenizer, recipe.data.max_seq_len, t.batch_size, recipe.data.eval_batch_size, recipe.seed,
         padding=t.padding, length_bucketing=t.length_bucketing, num_workers=t.num_workers, pin_memory=t.pin_memory,
@@ -430,6 +451,8 @@ def distill(recipe: Recipe, run_dir: Path, teacher, tokenizer, data: TextClassif
                else f"from teacher layers {student.config.source_layers}")
             + f", {student.num_parameters() / 1e6:.1f}M parameters; distilling on "
             f"{len(data.train)} examples"
+            + (f" ({recipe.distill.augment_copies} augmented copies of each, teacher logits only)"
+               if recipe.distill.augment_copies else "")
             + (f" over {world} processes ({t.strategy})" if world > 1 else "")
             + (f"; block pruning ({recipe.pruning.method}) to attention density {recipe.pruning.attention_density}, "
                f"FFN density {recipe.pruning.ffn_density}" if recipe.pruning.enabled else "")
