@@ -403,7 +403,8 @@ def load_recipe(argv: list[str], default: str = "quickstart") -> Recipe:
             f"The recipe {path} must be a mapping of keys to values, not a {type(data).__name__}. "
             f"Write it as 'section:' lines with indented 'key: value' pairs, like recipes/quickstart.yaml."
         )
-    data.setdefault("name", str(path.relative_to(RECIPES_DIR).with_suffix("")) if _is_under(path, RECIPES_DIR) else path.stem)
+    data.setdefault("name", str(path.resolve().relative_to(RECIPES_DIR.resolve()).with_suffix(""))
+                    if _is_under(path, RECIPES_DIR) else path.stem)
     for dotted, raw in overrides.items():
         _set_dotted(data, dotted, _cli_value(dotted, raw))
     return recipe_from_dict(data, source=str(path))

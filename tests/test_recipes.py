@@ -68,3 +68,13 @@ def test_argument_without_equals_sign_is_explained():
 def test_bad_pruning_settings_fail_at_load(override, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         load_recipe(["recipe=quickstart", override])
+
+
+def test_a_recipe_file_given_by_a_relative_path_is_named_after_it(monkeypatch):
+    # Regression (found by the fuzzer): recipe=recipes/quickstart.yaml from the repository root
+    # crashed computing the run name from a relative path.
+    from conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    assert load_recipe(["recipe=recipes/quickstart.yaml"]).name == "quickstart"
+    assert load_recipe(["recipe=recipes/rotten_tomatoes/minilm6_to_distil4.yaml"]).name == "rotten_tomatoes/minilm6_to_distil4"
