@@ -155,20 +155,17 @@ class BlockPruner(nn.Module):
         return self.frozen is not None
 
     @torch.no_grad()
-    def fill(self, zero_released: bool = True) -> dict[str, torch.Tensor]:
+    def fill(self) -> dict[str, torch.Tensor]:
         """Freeze the structure and refill the surviving heads ("hybrid filled", Lagunas et al. 2021).
 
         A head survives compaction unless its value rows or its output-projection columns are all
         masked (the rule of :func:`distilprune.pruning.compaction.kept_heads_and_rows`). For every
         surviving head, all of its query/key/value rows and attn_out columns are unmasked; removed
         heads and FFN rows keep their current masks. From then on the masks are fixed: the scores get
-        no gradient and the schedule no longer applies.
-
-        Args:
-            zero_released: set the weights of the unmasked blocks to zero, so the model computes
-                exactly what it computed before the fill and the released weights grow from there
-                (their stored values are stale: they stopped training when they were masked). False
-                only when restoring a filled state whose weights were already zeroed (resume).
+        no gradient and the schedule no longer applies. The released blocks are set to zero in the
+        stored weights (their values are stale: they stopped training when they were masked), so the
+        model computes exactly what it computed before the fill and they grow from there. A resumed
+        run puts the frozen masks back with :meth:`restore_fill` instead.
 
         Returns the frozen masks (key -> tensor), which is the state to checkpoint.
         """
@@ -197,13 +194,12 @@ class BlockPruner(nn.Module):
                     frozen[prefix + part] = mask
             if prefix + FFN_TARGET in self.scores:
                 frozen[prefix + FFN_TARGET] = self.score_mask(prefix + FFN_TARGET).detach().clone()
-        if zero_released:
-            # Fold the current masks into the stored weights before swapping them: released blocks
-            # start at zero, so the function is unchanged at the moment of the fill.
-            for key, modules in self._modules_by_key.items():
-                for linear, layout in modules:
-                    original = linear.parametrizations.weight.original
-                    original.mul_(self.weight_mask(key, layout).to(original.dtype))
+        # Fold the current masks into the stored weights before swapping them: released blocks
+        # start at zero, so the function is unchanged at the moment of the fill.
+        for key, modules in self._modules_by_key.items():
+            for linear, layout in modules:
+                original = linear.parametrizations.weight.original
+                original.mul_(self.weight_mask(key, layout).to(original.dtype))
         self.frozen = frozen
         return frozen
 
