@@ -194,7 +194,8 @@ class DistillationModule(_ScheduledModule):
         # Augmented copies have no gold label (NO_LABEL): cross-entropy over the labelled rows only,
         # and 0 for a batch without any (F.cross_entropy would return NaN).
         gold = batch["labels"] != NO_LABEL
-        ce = (F.cross_entropy(student_logits.float()[gold], batch["labels"][gold]) if bool(gold.any())
+        has_gold = bool(gold.any())
+        ce = (F.cross_entropy(student_logits.float()[gold], batch["labels"][gold]) if has_gold
               else student_logits.new_zeros((), dtype=torch.float32))
         loss = self.cfg.kd_weight * kd + self.cfg.ce_weight * ce
         if self.needs_hidden:
@@ -224,7 +225,7 @@ class DistillationModule(_ScheduledModule):
                 f"train.precision=32-true, or bf16-mixed instead of 16-mixed). The last good resume "
                 f"checkpoint and kept students are left as they were."
             )
-        if bool(gold.any()):
+        if has_gold:
             self.train_accuracy.update(student_logits.argmax(-1)[gold], batch["labels"][gold])
         self.log_dict({"train/loss": loss, "train/kd_loss": kd, "train/ce_loss": ce}, prog_bar=False)
         self.log("train/acc", self.train_accuracy, on_step=True, on_epoch=False)
