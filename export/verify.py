@@ -18,6 +18,7 @@ has not, that part is recorded as skipped, never as an error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -177,7 +178,21 @@ def make_session(model_path: Path, threads: int, provider: str = "cpu"):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     providers = ["CPUExecutionProvider"] if provider == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if provider == "cuda" and hasattr(ort, "preload_dlls"):
+        # CUDA and cuDNN may live in nvidia-* wheels (torch's, or onnxruntime-gpu[cuda,cudnn]) that the
+        # dynamic loader does not search; load them first so the CUDA provider starts.
+        with contextlib.suppress(Exception):
+            ort.preload_dlls()
     return ort.InferenceSession(str(model_path), options, providers=providers)
+
+
+def cuda_execution_provider_available() -> bool:
+    """Whether the installed ONNX Runtime offers the CUDA execution provider (onnxruntime-gpu with its
+    CUDA libraries): where it does, verification runs the fp16 graph on the GPU through IOBinding."""
+    try:
+        return "CUDAExecutionProvider" in _ort().get_available_providers()
+    except Exception:  # onnxruntime missing is reported by the checks themselves
+        return False
 
 
 def random_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

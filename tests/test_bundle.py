@@ -23,6 +23,8 @@ from distilprune.students import student_from_teacher
 GRID = {"batch_sizes": [1, 2], "seq_lens": [8, 16]}
 TEXTS = ["good movie", "bad plot , awful and dull w1 w2 w3", "Great FUN"]
 FAST = ["--threads", "1", "--warmup", "1", "--runs", "3"]
+# Whether this machine runs the GPU path: onnxruntime-gpu installed and a CUDA device present.
+CUDA_EP = V.cuda_execution_provider_available()
 
 
 def _tokenizer(directory: Path, lowercase: bool = True):
@@ -87,17 +89,22 @@ def test_fresh_bundle_verifies_with_grid_and_skips_gpu_cleanly(built):
         cells = result["latency_grid"][key]
         assert [(c["batch_size"], c["seq_len"]) for c in cells] == [(1, 8), (1, 16), (2, 8), (2, 16)]
         assert all(0 < c["p50"] <= c["p95"] <= c["p99"] and c["runs"] == 3 for c in cells)
-    # no CUDA here: a recorded skip, not a failing check
-    assert result["gpu"]["status"].startswith("skipped: CUDA execution provider not available (providers: ")
-    assert "CPUExecutionProvider" in result["gpu"]["status"]
-    assert not any(c["name"].startswith("gpu") for c in result["checks"])
+    if CUDA_EP:  # the fp16 graph on the CUDA execution provider, through IOBinding
+        assert result["gpu"]["status"] == "measured" and result["gpu"]["provider"] == "CUDAExecutionProvider"
+        assert result["gpu"]["parity_max_abs_diff"] <= result["gpu"]["parity_atol"]
+        assert [c["batch_size"] for c in result["gpu"]["latency_grid"]["onnx_fp16_cuda"]] == [1, 1, 2, 2]
+    else:  # a recorded skip, not a failing check
+        assert result["gpu"]["status"].startswith("skipped: CUDA execution provider not available (providers: ")
+        assert "CPUExecutionProvider" in result["gpu"]["status"]
+        assert not any(c["name"].startswith("gpu") for c in result["checks"])
     assert result["machine"]["threads"] == 1 and isinstance(result["machine"]["instruction_sets"], list)
 
 
 def test_main_passes_and_writes_json(built, tmp_path, capsys):
     code, out, _ = _main(capsys, built, *FAST, "--json", tmp_path / "result.json")
     assert code == 0, out
-    assert "PASS  checksums" in out and "SKIP  gpu: skipped: CUDA" in out
+    assert "PASS  checksums" in out
+    assert ("PASS  gpu fp16" in out) if CUDA_EP else ("SKIP  gpu: skipped: CUDA" in out)
     assert re.search(r"onnx_int8\s+2\s+16\s+[\d.]+", out)  # a latency table row
     assert json.loads((tmp_path / "result.json").read_text())["ok"] is True
 
