@@ -9,7 +9,6 @@ Steps, each reported as ok, failed or skipped (with the reason), in one table an
                CUDA build and onnxruntime-gpu; skipped with --python (use that interpreter as it is)
   environment  torch and its CUDA build, the GPUs and their compute capability, the precision that
                train.precision=auto resolves to, ONNX Runtime and its execution providers
-  tests        the test suite (`make test`'s command) in that environment
   quickstart   `train/distill.py recipe=quickstart train.precision=auto` on CUDA: the precision chosen,
                accuracies, wall time (the export inside verifies every bundle on CUDA too)
   ddp          the quickstart on 2 GPUs with DDP over NCCL (needs 2 GPUs)
@@ -17,6 +16,7 @@ Steps, each reported as ok, failed or skipped (with the reason), in one table an
                execution provider through IOBinding, parity against the fp32 logits and the latency
                grid, its batch-1 sequence-128 p50 beside the CPU INT8 p50 of the same verification
   throughput   bench/train_throughput.py on CUDA (fine-tune vs distil vs cached vs pruning, ms/step)
+  tests        the test suite (`make test`'s command) in that environment
 
 On a machine without CUDA every GPU step is reported as skipped, not failed, and the script exits 0
 when nothing failed. It uses only the standard library itself; the steps run in the chosen Python.
@@ -63,8 +63,14 @@ def _step(name: str, status: str, seconds: float = 0.0, **details) -> dict:
     return {"step": name, "status": status, "seconds": round(seconds, 1), **details}
 
 
+# time.monotonic() after which no step may run (--deadline-s); every step's limit is cut to fit it
+DEADLINE: float | None = None
+
+
 def _run(command: list[str], log: Path, timeout: int, env: dict | None = None) -> tuple[int, str, float]:
     """Run ``command`` in the repository, output to ``log`` (and returned), with a wall-clock limit in s."""
+    if DEADLINE is not None:
+        timeout = max(1, min(timeout, int(DEADLINE - time.monotonic())))
     start = time.perf_counter()
     try:
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout,
@@ -106,7 +112,7 @@ def environment(python: str, workdir: Path) -> tuple[dict, dict]:
 def tests(python: str, workdir: Path, skip: bool) -> dict:
     if skip:
         return _step("tests", "skipped: --skip-tests")
-    code, output, seconds = _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], workdir / "tests.log", 3600)
+    code, output, seconds = _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], workdir / "tests.log", 5400)
     summary = next((l.strip("= ") for l in reversed(output.splitlines()) if re.search(r"\d+ (passed|failed)", l)), "")
     failed = re.findall(r"^FAILED (\S+)", output, flags=re.M)
     return _step("tests", "ok" if code == 0 else f"failed: exit {code}", seconds, summary=summary, failed=failed)
@@ -117,18 +123,18 @@ def _report_of(output: str) -> dict | None:
     return json.loads(Path(line.removeprefix("Report: ")).read_text()) if line else None
 
 
-def quickstart(python: str, workdir: Path, cuda: bool) -> tuple[dict, dict | None]:
+def quickstart(python: str, workdir: Path, cuda: bool) -> dict:
     if not cuda:
-        return _step("quickstart", "skipped: no CUDA device (torch.cuda.is_available() is False)"), None
+        return _step("quickstart", "skipped: no CUDA device (torch.cuda.is_available() is False)")
     command = [python, "train/distill.py", *QUICKSTART, "train.accelerator=gpu", f"output_dir={workdir / 'runs'}"]
     code, output, seconds = _run(command, workdir / "quickstart.log", 1800, env={"WANDB_MODE": "offline"})
     report = _report_of(output) if code == 0 else None
     if report is None:
-        return _step("quickstart", f"failed: exit {code}: {output.strip()[-400:]}", seconds), None
+        return _step("quickstart", f"failed: exit {code}: {output.strip()[-400:]}", seconds)
     final = report["checkpoints"][-1]
     return _step("quickstart", "ok", seconds, precision=report.get("training", {}).get("precision"),
                  teacher_accuracy=report["teacher"]["accuracy"], final_int8_accuracy=final["accuracy"]["onnx_int8"],
-                 in_run_gpu_verification=final.get("gpu", {}).get("status"), bundle=final["bundle"]), report
+                 in_run_gpu_verification=final.get("gpu", {}).get("status"), bundle=final["bundle"])
 
 
 def ddp(python: str, workdir: Path, gpus: int) -> dict:
@@ -178,6 +184,14 @@ def throughput(python: str, workdir: Path, cuda: bool) -> dict:
                  seconds, table=rows)
 
 
+def _guarded(name: str, step, *args) -> dict:
+    """Run one step; an unexpected error (say, a report without a key) fails that step, not the script."""
+    try:
+        return step(*args)
+    except Exception as error:
+        return _step(name, f"failed: {type(error).__name__}: {error}")
+
+
 def summary_lines(steps: list[dict]) -> list[str]:
     lines = [f"{'step':<12} {'status':<8} {'seconds':>8}  details", "-" * 100]
     for step in steps:
@@ -197,23 +211,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="gpu_check.json", help="the summary as JSON (default: gpu_check.json)")
     parser.add_argument("--workdir", default="runs/gpu_check", help="logs and runs (default: runs/gpu_check)")
     parser.add_argument("--skip-tests", action="store_true", help="do not run the test suite")
+    parser.add_argument("--deadline-s", type=float, default=None,
+                        help="stop every step this many seconds after the start (a step cut short fails with exit 124)")
     args = parser.parse_args(argv)
+    global DEADLINE
+    DEADLINE = None if args.deadline_s is None else time.monotonic() + args.deadline_s
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
 
-    steps = []
+    steps: list[dict] = []
     step, python = setup(args, workdir)
     steps.append(step)
     if not step["status"].startswith("failed"):
         step, info = environment(python, workdir)
         steps.append(step)
         cuda = bool(info.get("cuda_available"))
-        steps.append(tests(python, workdir, args.skip_tests))
-        step, report = quickstart(python, workdir, cuda)
+        step = _guarded("quickstart", quickstart, python, workdir, cuda)
         steps.append(step)
-        steps.append(ddp(python, workdir, len(info.get("gpus", []))))
-        steps.append(fp16_cuda(python, workdir, info, step.get("bundle")))
-        steps.append(throughput(python, workdir, cuda))
+        steps.append(_guarded("ddp", ddp, python, workdir, len(info.get("gpus", []))))
+        steps.append(_guarded("fp16_cuda", fp16_cuda, python, workdir, info, step.get("bundle")))
+        steps.append(_guarded("throughput", throughput, python, workdir, cuda))
+        steps.append(_guarded("tests", tests, python, workdir, args.skip_tests))  # last: the longest step
 
     lines = summary_lines(steps)
     print("\n".join(["", "distilprune GPU check", *lines]))

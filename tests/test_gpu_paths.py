@@ -110,7 +110,7 @@ def test_gpu_check_reports_every_gpu_step_as_skipped_without_cuda(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     steps = {step["step"]: step for step in json.loads(out.read_text())["steps"]}
-    assert list(steps) == ["setup", "environment", "tests", "quickstart", "ddp", "fp16_cuda", "throughput"]
+    assert list(steps) == ["setup", "environment", "quickstart", "ddp", "fp16_cuda", "throughput", "tests"]
     assert steps["environment"]["status"] == "ok" and steps["environment"]["cuda_available"] is False
     assert steps["environment"]["auto_precision"] in ("bf16-mixed", "32-true")
     for name in ("quickstart", "ddp", "fp16_cuda", "throughput"):
