@@ -15,39 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, VOCAB, tiny_bert
+from conftest import REPO, VOCAB
+from serving_bundles import TEXTS, make_bundle
 
-from distilprune.export import bundle as B
-from distilprune.export.onnx_export import export_student
 from distilprune.export.serving import package, runtime
-from distilprune.students import student_from_teacher
-
-TEXTS = ["good movie", "bad plot , awful and dull w1 w2 w3", "Great FUN", "w5 w6 w7 movie great"]
-SETTINGS = {"preferred": [4, 8], "max_batch_size": 8, "instances": 1, "threads": 1}
-
-
-def _tokenizer(directory: Path):
-    from transformers import BertTokenizer
-
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    return BertTokenizer(vocab=str(directory / "vocab.txt"), do_lower_case=True)
-
-
-def make_bundle(root: Path, max_seq_len: int = 16) -> Path:
-    """A complete tiny bundle with its serving files; fp32 model.onnx is the batched model."""
-    bundle = root / "final"
-    student = student_from_teacher(tiny_bert(num_layers=3), num_layers=2).eval()
-    export_student(student, bundle)
-    tokenizer = _tokenizer(root / "tokenizer")
-    tokenizer.save_pretrained(str(bundle))
-    (bundle / "config.json").write_text(student.config.to_json())
-    B.write_input_spec(bundle, tokenizer, max_seq_len, student.config.id2label or {"0": "negative", "1": "positive"})
-    B.write_parity_vectors(bundle, tokenizer, TEXTS, max_seq_len, B.PARITY_FP32_ATOL, B.PARITY_INT8_ATOL, threads=1)
-    B.write_triton_repository(bundle, "tiny", onnx_file="model.onnx", threads=1)
-    package.write_serving(bundle, "tiny", "model.onnx", "fp32: a text's logits do not depend on its batch", SETTINGS)
-    B.write_manifest(bundle)
-    return bundle
 
 
 @pytest.fixture(scope="module")

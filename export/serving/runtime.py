@@ -133,8 +133,7 @@ class BundleRuntime:
     """
 
     def __init__(self, bundle: Path | str, model_file: str | None = None, threads: int | None = None,
-                 load_model: bool = True):
-        from tokenizers import Tokenizer
+                 load_model: bool = True, load_tokenizer: bool = True):
 
         self.bundle = Path(bundle)
         self.spec = _read_json(self.bundle / INPUT_SPEC)
@@ -147,10 +146,19 @@ class BundleRuntime:
         self.max_seq_len = int(self.spec["max_seq_len"])
         self.labels = [self.spec["id2label"][str(i)] for i in range(int(self.spec["num_labels"]))]
         self.pad_id = int(self.spec["tokenizer"]["pad_token_id"])
-        self.tokenizer = Tokenizer.from_file(str(self.bundle / TOKENIZER_JSON))
-        self.tokenizer.enable_truncation(max_length=self.max_seq_len)
-        self.tokenizer.no_padding()  # padding is done per batch below, to the batch's longest text
+        self.tokenizer = self._tokenizer(self.bundle / TOKENIZER_JSON, self.max_seq_len) if load_tokenizer else None
         self.session = self._session(self.bundle / self.model_file, threads) if load_model else None
+
+    @staticmethod
+    def _tokenizer(path: Path, max_seq_len: int):
+        from tokenizers import Tokenizer
+
+        if not path.is_file():
+            raise BundleError(f"{path} is missing: the bundle's tokenizer is needed to serve text.")
+        tokenizer = Tokenizer.from_file(str(path))
+        tokenizer.enable_truncation(max_length=max_seq_len)
+        tokenizer.no_padding()  # padding is done per batch in encode(), to the batch's longest text
+        return tokenizer
 
     @staticmethod
     def _session(model_path: Path, threads: int | None):

@@ -15,7 +15,7 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.runtime = BundleRuntime(Path(args["model_repository"]) / args["model_version"], load_model=False)
+        self.runtime = BundleRuntime(Path(args["model_repository"]) / args["model_version"], load_model=False, load_tokenizer=False)
 
     def execute(self, requests):
         responses = []

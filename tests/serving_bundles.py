@@ -1,0 +1,55 @@
+"""Bundles with their serving files, for the server tests: a tiny one and one with the real tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import VOCAB, tiny_bert
+
+from distilprune.export import bundle as B
+from distilprune.export.onnx_export import export_student
+from distilprune.export.serving import package
+from distilprune.students import student_from_teacher
+
+TEXTS = ["good movie", "bad plot , awful and dull w1 w2 w3", "Great FUN", "w5 w6 w7 movie great"]
+SETTINGS = {"preferred": [4, 8], "max_batch_size": 8, "instances": 1, "threads": 1}
+BATCHED_WHY = "fp32: a text's logits do not depend on its batch"
+
+
+def _tiny_tokenizer(directory: Path):
+    from transformers import BertTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    return BertTokenizer(vocab=str(directory / "vocab.txt"), do_lower_case=True)
+
+
+def _finish(bundle: Path, student, tokenizer, max_seq_len: int, texts: list[str], settings: dict) -> Path:
+    tokenizer.save_pretrained(str(bundle))
+    (bundle / "config.json").write_text(student.config.to_json())
+    B.write_input_spec(bundle, tokenizer, max_seq_len, student.config.id2label or {"0": "negative", "1": "positive"})
+    B.write_parity_vectors(bundle, tokenizer, texts, max_seq_len, B.PARITY_FP32_ATOL, B.PARITY_INT8_ATOL, threads=1)
+    B.write_triton_repository(bundle, "tiny", onnx_file="model.onnx", threads=1)
+    package.write_serving(bundle, "tiny", "model.onnx", BATCHED_WHY, settings)
+    B.write_manifest(bundle)
+    return bundle
+
+
+def make_bundle(root: Path, max_seq_len: int = 16) -> Path:
+    """A complete tiny bundle (random 2-layer student, 72-word vocabulary); fp32 model.onnx is served."""
+    student = student_from_teacher(tiny_bert(num_layers=3), num_layers=2).eval()
+    export_student(student, root / "final")
+    return _finish(root / "final", student, _tiny_tokenizer(root / "tokenizer"), max_seq_len, TEXTS, SETTINGS)
+
+
+def make_real_bundle(root: Path, texts: list[str], max_seq_len: int = 128) -> Path:
+    """A bundle of a 2-layer student of the real MiniLM-L6 teacher with its real WordPiece tokenizer
+    (the classifier head is untrained: serving tests need real tokens and lengths, not accuracy)."""
+    from distilprune.teacher import load_teacher, load_tokenizer, resolve_teacher
+
+    source, _ = resolve_teacher("minilm-l6")
+    teacher = load_teacher(source, "minilm-l6", num_labels=2).eval()
+    student = student_from_teacher(teacher, num_layers=2).eval()
+    export_student(student, root / "final")
+    settings = {"preferred": [8, 32], "max_batch_size": 32, "instances": 1, "threads": 1}
+    return _finish(root / "final", student, load_tokenizer(source, "minilm-l6"), max_seq_len, texts[:4], settings)
