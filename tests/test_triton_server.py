@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -165,3 +166,24 @@ def test_triton_text_model_is_batch_invariant_on_real_sentences(real_bundle, rea
         for t in threads:
             t.join()
         _assert_same(alone, batched)
+
+
+def test_sigterm_drains_requests_in_flight(real_bundle, real_sentences):
+    """SIGTERM while six requests of 32 long texts each are queued or in the model: all are answered."""
+    server = Server(real_bundle, "--max-batch", "32", "--max-delay-ms", "5")
+    server.wait_ready()
+    long_texts = [" ".join(real_sentences[i : i + 6]) for i in range(32)]
+    results = []
+
+    def send():
+        results.append(server.predict(long_texts)[0])
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # each model call takes a few hundred ms: most requests are still waiting
+    assert server.process.poll() is None
+    assert server.stop()
+    for t in threads:
+        t.join()
+    assert results == [200] * 6

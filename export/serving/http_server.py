@@ -9,9 +9,10 @@ Endpoints:
     GET  /v1/metadata       task, labels, window, model file, manifest, batching settings
     GET  /metrics           Prometheus: requests, latency, batch sizes, queue depth
 
-Requests wait in one queue; a single worker takes up to ``--max-batch`` texts (several requests
-together) or whatever arrived within ``--max-delay-ms`` of the first, runs them in one model call,
-and answers each request. The model is the bundle's batch-invariant one (``serving.json``), so a
+Requests wait in one queue; a single worker takes every queued text, up to ``--max-batch`` (several
+requests together), runs them in one model call and answers each request. Under load (the last call
+held more than one text) it first waits up to ``--max-delay-ms`` for the batch to fill; a lone
+client never waits. The model is the bundle's batch-invariant one (``serving.json``), so a
 text's answer does not depend on the requests it was batched with. On SIGTERM uvicorn stops
 accepting connections and waits for the requests in flight; the worker answers them all first,
 and the process then ends with the SIGTERM status (as uvicorn re-raises the signal).
@@ -59,6 +60,7 @@ class Batcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.task: asyncio.Task | None = None
         self.carry: tuple[list[str], asyncio.Future] | None = None
+        self.last_call_texts = 0
         self.pending = 0  # texts queued or in the model
 
     async def predict(self, texts: list[str]) -> list[dict]:
@@ -72,7 +74,9 @@ class Batcher:
         """The next model call's requests: the first waits at most max_delay for others to join it."""
         first, self.carry = self.carry or await self.queue.get(), None
         items, count = [first], len(first[0])
-        deadline = time.monotonic() + self.max_delay_s
+        # Wait for more texts only under load (the last call batched several texts): a lone client
+        # then gets the bare model latency, and concurrent clients get full batches.
+        deadline = time.monotonic() + (self.max_delay_s if self.last_call_texts > 1 else 0.0)
         while count < self.max_batch:
             try:
                 item = self.queue.get_nowait()
@@ -96,6 +100,7 @@ class Batcher:
         while True:
             items = await self._collect()
             texts = [text for request_texts, _ in items for text in request_texts]
+            self.last_call_texts = len(texts)
             self.metrics.batch.observe(len(texts))
             try:
                 predictions = await loop.run_in_executor(self.executor, self.runtime.predict, texts)
