@@ -89,6 +89,8 @@ def world(tmp_path_factory) -> World:
     w.paths["header_only"] = root / "header-only.csv"
     (root / "three-rows.csv").write_text("sentence,label\ngood movie,1\nbad movie,0\ngreat fun,1\n")
     w.paths["few_rows"] = root / "three-rows.csv"
+    (root / "empty.yaml").write_text("")
+    w.paths["empty_recipe"] = root / "empty.yaml"
     (root / "a-file").write_text("a regular file, not a directory\n")
     w.paths["a_file"] = root / "a-file"
     read_only = root / "read-only"
@@ -136,6 +138,15 @@ def _expect_checksums(world: World) -> tuple[str, ...]:
 
 
 CATALOGUE: dict[str, Case] = {
+    "no-arguments": Case(
+        (),
+        ("No recipe given", "Usage: python train/distill.py recipe=", "Built-in recipes:", "quickstart")),
+    "recipe-empty": Case(
+        ("recipe=",),
+        ("No recipe given", "Built-in recipes:", "rotten_tomatoes/minilm6_to_distil4")),
+    "recipe-file-empty": Case(
+        ("recipe={empty_recipe}",),
+        ("is empty (no keys)", "like recipes/quickstart.yaml")),
     "recipe-file-missing": Case(
         ("recipe=nope.yaml",),
         ("Recipe file nope.yaml does not exist", "Give a path to an existing .yaml file", "quickstart")),

@@ -146,6 +146,9 @@ argv_lists = st.tuples(
     st.lists(st.text(max_size=15), max_size=1).filter(lambda extra: not extra or len(extra[0]) % 4 == 0),
     st.randoms(use_true_random=False),
 ).map(lambda parts: parts[3].sample(parts[0] + parts[1] + parts[2], len(parts[0] + parts[1] + parts[2])))
+# A run must name its recipe (test_recipes.py checks the refusal); lists without one start from quickstart.
+argv_lists = argv_lists.map(lambda argv: argv if any(a.lstrip("-").startswith("recipe=") for a in argv)
+                            else ["recipe=quickstart", *argv])
 
 
 # -- properties ---------------------------------------------------------------------------------------
