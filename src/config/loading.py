@@ -21,6 +21,7 @@ from distilprune.config.dialect import RecipeDumper, parse_yaml
 from distilprune.config.messages import short
 from distilprune.config.schema import Recipe
 from distilprune.errors import ConfigError
+from distilprune.paths import user_path
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 USAGE = "python train/distill.py recipe=<name or file.yaml> [key=value ...]"
@@ -33,10 +34,7 @@ def available_recipes() -> list[str]:
 
 def find_recipe(name: str) -> Path:
     """``quickstart`` -> recipes/quickstart.yaml; a path to a .yaml file is taken as it is."""
-    try:
-        as_path = Path(name).expanduser()
-    except RuntimeError:  # "~someone/..." for a user this machine does not know: take it literally
-        as_path = Path(name)
+    as_path = user_path(name)
     if as_path.suffix in (".yaml", ".yml"):
         if as_path.is_file():
             return as_path
