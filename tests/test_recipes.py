@@ -71,8 +71,7 @@ def test_bad_pruning_settings_fail_at_load(override, fragment):
 
 
 def test_a_recipe_file_given_by_a_relative_path_is_named_after_it(monkeypatch):
-    # Regression (found by the fuzzer): recipe=recipes/quickstart.yaml from the repository root
-    # crashed computing the run name from a relative path.
+    # recipe=recipes/quickstart.yaml from the repository root: the run name is computed from a relative path.
     from conftest import REPO
 
     monkeypatch.chdir(REPO)
