@@ -308,12 +308,6 @@ def test_unknown_block_shape_target_fails_at_load():
         load_recipe(["recipe=quickstart", "pruning.block_shapes={qeury: [32, 32]}"])
 
 
-def test_config_targets_match_the_pruner():
-    from distilprune.pruning.pruner import ATTENTION_TARGETS as PRUNER_TARGETS
-
-    assert ATTENTION_TARGETS == PRUNER_TARGETS
-
-
 def test_dates_and_bytes_in_a_dict_are_type_errors():
     with pytest.raises(ConfigError, match="expects str"):
         recipe_from_dict({"name": datetime.date(2024, 1, 1)})

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from distilprune.config.messages import check, short, suggest
 
-# Block-pruned attention parts (the architecture table's names); the same tuple as
-# distilprune.pruning.pruner.ATTENTION_TARGETS, repeated here so loading a recipe needs no torch.
+# Block-pruned attention parts (the architecture table's names); the pruner takes them from here.
 ATTENTION_TARGETS = ("query", "key", "value", "attn_out")
 # Lightning (and numpy) accept seeds in [0, 2**32 - 1].
 SEED_LIMIT = 2**32 - 1

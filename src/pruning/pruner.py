@@ -22,10 +22,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from distilprune.architectures import architecture_of, head_dim_of, layer_part, layers_of
+from distilprune.config.schema import ATTENTION_TARGETS
 from distilprune.errors import ConfigError
 from distilprune.pruning.masks import block_mask, expand_blocks
 
-ATTENTION_TARGETS = ("query", "key", "value", "attn_out")
 FFN_TARGET = "ffn"
 
 
