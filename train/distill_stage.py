@@ -95,8 +95,12 @@ def with_augmented_train(recipe: Recipe, data: TextClassificationData, tokenizer
 def build_teacher_cache(recipe: Recipe, teacher, tokenizer, data: TextClassificationData, datamodule,
                         teacher_identity: str, student):
     """The teacher's outputs on the training split, computed once and read from disk afterwards."""
-    from distilprune.assets import cache_root
-    from distilprune.teacher_cache import build_teacher_outputs, teacher_cache_key, tokenizer_fingerprint
+    from distilprune.teacher_cache import (
+        build_teacher_outputs,
+        teacher_cache_key,
+        teacher_outputs_root,
+        tokenizer_fingerprint,
+    )
 
     precision = resolve_precision(recipe.train.precision, recipe.train.accelerator)
     hidden_layers = (
@@ -109,7 +113,7 @@ def build_teacher_cache(recipe: Recipe, teacher, tokenizer, data: TextClassifica
     teacher.to(device)
     try:
         return build_teacher_outputs(
-            teacher, datamodule.splits["train"], cache_root() / "teacher_outputs", key,
+            teacher, datamodule.train_split, teacher_outputs_root(), key,
             batch_size=recipe.data.eval_batch_size, autocast_dtype=autocast_dtype,
             hidden_layers=hidden_layers, progress=recipe.train.progress_bar and is_rank_zero(),
         )
