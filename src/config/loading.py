@@ -51,7 +51,7 @@ def find_recipe(name: str) -> Path:
     hint = f" Did you mean recipe={close[0]}?" if close else ""
     raise ConfigError(
         f"There is no recipe named {name!r}.{hint} Available recipes: {', '.join(names)}. "
-        f"Run: python train/distill.py recipe=<name> [key=value ...]"
+        f"Run: {USAGE}"
     )
 
 

@@ -8,7 +8,7 @@ for what a recipe may say.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from distilprune.config.messages import check, short, suggest
