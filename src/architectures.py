@@ -27,8 +27,6 @@ LAYER_PARTS = (
     "ffn_out",  # Linear(ffn_width -> hidden)
     "ffn_norm",  # LayerNorm(hidden) after the FFN residual
 )
-LINEAR_PARTS = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
-
 
 @dataclass(frozen=True)
 class Architecture:

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from distilprune import assets
 from distilprune.errors import DataError
+from distilprune.paths import user_path
 
 LOCAL_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -89,14 +90,6 @@ def _column(table, name: str, role: str, where: str) -> list:
     return list(table[name])  # datasets 5 returns a Column object, not a list
 
 
-def _local_path(spec: str) -> Path:
-    """``spec`` as a path, ``~`` expanded; ``~name`` for a user this machine does not know stays literal."""
-    try:
-        return Path(spec).expanduser()
-    except RuntimeError:
-        return Path(spec)
-
-
 def _check_has_rows(path: Path) -> None:
     """Fail on a data file with no data rows, before the datasets library gives a cryptic message.
 
@@ -127,7 +120,7 @@ def _load_with_datasets(spec: str) -> dict[str, Any]:
     except ImportError as error:  # pragma: no cover - datasets is a dependency
         raise DataError(f"The datasets package is needed to read {spec}: {error}") from None
     datasets.disable_progress_bars()
-    path = _local_path(spec)
+    path = user_path(spec)
     try:
         if path.exists():
             fmt = LOCAL_FORMATS.get(path.suffix.lower())
@@ -159,7 +152,7 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith(("/", "./", "../", "~")) or Path(spec).suffix.lower() in LOCAL_FORMATS
 
 
-def load_data(cfg, seed: int | None = None) -> TextClassificationData:
+def load_data(cfg) -> TextClassificationData:
     """Load ``cfg.dataset`` (a :class:`distilprune.config.DataConfig`) into three fixed splits."""
     spec = cfg.dataset
     split_seed = cfg.split_seed
@@ -174,7 +167,7 @@ def load_data(cfg, seed: int | None = None) -> TextClassificationData:
         label_names = ["negative", "positive"]
         source = f"{spec} ({asset.package}=={asset.version})"
     else:
-        if _looks_like_path(spec) and not _local_path(spec).exists():
+        if _looks_like_path(spec) and not user_path(spec).exists():
             raise DataError(
                 f"The data file {spec} does not exist. Check data.dataset, or use the built-in "
                 f"dataset: data.dataset=rotten-tomatoes."

@@ -2,10 +2,13 @@
 
 Every problem a user can cause (a bad recipe, a missing file, data that does not fit the model) is
 raised as a :class:`DistilpruneError` whose message is one paragraph naming the problem and the fix.
-The entry points print that paragraph and exit non-zero instead of showing a traceback.
+The entry points print that paragraph and exit non-zero instead of showing a traceback
+(:func:`exit_code_of`).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 
 class DistilpruneError(Exception):
@@ -38,3 +41,20 @@ class DivergenceError(DistilpruneError):
     """Training diverged (NaN or infinite loss); the last good checkpoint is kept."""
 
     exit_code = 3
+
+
+def exit_code_of(action: Callable[[], object]) -> int:
+    """Run ``action`` for a command-line entry point: 0 when it returns, the error's exit code after
+    printing its one-paragraph message as ``error: ...`` on stderr, 130 on Ctrl-C."""
+    from rich.console import Console
+    from rich.markup import escape  # messages quote user input and commands: "[key=value ...]" is text
+
+    try:
+        action()
+    except DistilpruneError as error:
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True)
+        return error.exit_code
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[bold red]interrupted[/bold red]: outputs written so far are complete files.")
+        return 130
+    return 0

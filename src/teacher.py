@@ -1,8 +1,8 @@
 """Loading a BERT-family teacher from an asset, a local directory or the hub, and caching the
 fine-tuned result.
 
-The fine-tuning itself is training, so it lives in ``train/``; this module only resolves sources,
-computes the cache key and reads/writes the cache.
+The fine-tuning itself is training, so it lives in ``train/``; this module resolves sources,
+computes the cache key, and reads and writes the cache.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +20,13 @@ from torch import nn
 from distilprune import assets
 from distilprune.architectures import architecture_of
 from distilprune.errors import ModelError
+from distilprune.paths import user_path
 
 TEACHER_META = "distilprune_teacher.json"
 
 
-def _expand(spec: str) -> Path:
-    """``spec`` as a path, ``~`` expanded; ``~name`` for a user this machine does not know stays literal."""
-    try:
-        return Path(spec).expanduser()
-    except RuntimeError:
-        return Path(spec)
-
-
 def _looks_like_path(spec: str) -> bool:
-    return spec.startswith(("/", "./", "../", "~")) or os.sep in spec and _expand(spec).exists()
+    return spec.startswith(("/", "./", "../", "~")) or os.sep in spec and user_path(spec).exists()
 
 
 def resolve_teacher(spec: str) -> tuple[str, str]:
@@ -43,7 +38,7 @@ def resolve_teacher(spec: str) -> tuple[str, str]:
                              f"{', '.join(n for n, a in assets.ASSETS.items() if a.kind == 'model')}.")
         return str(assets.fetch(spec)), f"asset:{spec}:{asset.sha256}"
     if _looks_like_path(spec):
-        path = _expand(spec)
+        path = user_path(spec)
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ModelError(
                 f"The teacher path {spec} does not exist or is not a model directory (it needs a "
@@ -159,8 +154,36 @@ def finetuned_cache_dir(key: str) -> Path:
 
 
 def read_cached_teacher(key: str) -> tuple[Path, dict] | None:
+    """(directory, meta) of the fine-tuned teacher cached under ``key``, or None."""
     directory = finetuned_cache_dir(key)
     meta = directory / TEACHER_META
     if meta.is_file():
         return directory, json.loads(meta.read_text())
     return None
+
+
+def write_cached_teacher(key: str, teacher: nn.Module, tokenizer, meta: dict) -> tuple[Path, dict]:
+    """Cache a fine-tuned teacher (weights, tokenizer, ``meta`` + creation time) under ``key``.
+
+    Written into a staging directory and renamed, so a reader never sees half a teacher; when a
+    concurrent run cached the same key first, its copy is kept. Returns (directory, meta as stored).
+    """
+    directory = finetuned_cache_dir(key)
+    staging = directory.with_name(directory.name + f".tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    teacher.save_pretrained(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    meta = {**meta, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (staging / TEACHER_META).write_text(json.dumps(meta, indent=2))
+    if directory.exists():
+        shutil.rmtree(staging)
+    else:
+        staging.replace(directory)
+    return directory, meta
+
+
+def cached_teacher_info(directory: Path, key: str, meta: dict, finetuned_here: bool) -> dict:
+    """What a run records about a teacher from the fine-tuning cache. Its identity is the fine-tuned
+    weights (the cache key); the base model it was fine-tuned from is kept as ``base_identity``."""
+    return {"source": str(directory), "finetuned_here": finetuned_here, "cache_key": key, **meta,
+            "base_identity": meta.get("identity"), "identity": f"finetuned:{key}"}

@@ -1,8 +1,11 @@
-"""Shared fixtures: tiny random BERT teachers (hidden 64, heads of 32) that build in milliseconds."""
+"""Shared fixtures: tiny random BERT teachers (hidden 64, heads of 32) that build in milliseconds,
+and the launcher that runs the real entry point in a subprocess."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
+DISTILL = REPO / "train" / "distill.py"
+# The same entry, SIGKILLed right after a given optimizer step (see kill_after_step.py).
+KILL_AFTER_STEP = REPO / "tests" / "kill_after_step.py"
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(59)] + [
     "good", "bad", "movie", "great", "awful", "fun", "dull", "plot",
 ]
@@ -77,3 +83,20 @@ def batch():
     attention_mask[1, 8:] = 0
     attention_mask[2, 4:] = 0
     return input_ids, attention_mask
+
+
+def run_entry(*args: str, env: dict | None = None, entry: Path = DISTILL, cwd: Path = REPO,
+              timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python <entry> ARGS`` as a user runs it (offline W&B, unbuffered, 160 columns), with ``env``
+    on top of this process's environment; stdout and stderr are captured as text."""
+    full_env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="160")
+    full_env.pop("DISTILPRUNE_RUN_DIR", None)  # set by in-process runs; a new run must not inherit it
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, str(entry), *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def launch():
+    """The launcher of the real entry point: ``launch(*args, env=..., entry=..., timeout=...)``."""
+    return run_entry

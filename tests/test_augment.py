@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 import torch.nn.functional as F
 
 from distilprune.augment import NO_LABEL, augment_split
 from distilprune.data import Split
+
+from conftest import save_tiny_teacher, write_sentiment_csv
 
 SPLIT = Split(["a gripping and funny film", "dull , slow and far too long", "great"], [1, 0, 1])
 
@@ -39,26 +43,19 @@ def test_no_label_is_what_cross_entropy_ignores():
     assert torch.allclose(F.cross_entropy(logits, labels), F.cross_entropy(logits[[0, 2]], labels[[0, 2]]))
 
 
-def test_a_run_with_augmented_copies_trains_and_caches_the_teacher_on_them(tmp_path):
+def test_a_run_with_augmented_copies_trains_and_caches_the_teacher_on_them(tmp_path, launch):
     """Through the real entry point on the tiny teacher: 96 training sentences + 3 copies each; with
     batches of 4, many batches hold no labelled sentence at all (their cross-entropy is 0, not NaN)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from conftest import REPO, save_tiny_teacher, write_sentiment_csv
-
     teacher = save_tiny_teacher(tmp_path / "teacher")
     data = write_sentiment_csv(tmp_path / "data.csv", rows=120)
-    env = dict(os.environ, WANDB_MODE="offline", DISTILPRUNE_CACHE=str(tmp_path / "cache"), COLUMNS="200")
-    result = subprocess.run([
-        sys.executable, str(REPO / "train" / "distill.py"), "recipe=quickstart", f"output_dir={tmp_path / 'runs'}",
+    result = launch(
+        "recipe=quickstart", f"output_dir={tmp_path / 'runs'}",
         f"teacher.model={teacher}", "teacher.finetuned=true", f"data.dataset={data}", "data.text_column=sentence",
         "data.max_seq_len=16", "student.num_layers=2", "student.init_layers=[0,2]", "train.epochs=1",
         "train.batch_size=4", "train.precision=32-true", "train.progress_bar=false", "tracking.wandb=false",
         "export.enabled=false", "distill.augment_copies=3",
-    ], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+        env={"DISTILPRUNE_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}, timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "distilling on 384 examples (3 augmented copies of each" in " ".join(result.stderr.split() + result.stdout.split())
     (meta,) = list((tmp_path / "cache" / "teacher_outputs").glob("*/meta.json"))

@@ -18,7 +18,6 @@ import errno
 import hashlib
 import os
 import subprocess
-import sys
 import threading
 import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,7 +27,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import REPO, save_tiny_teacher, write_sentiment_csv
+from conftest import run_entry, save_tiny_teacher, write_sentiment_csv
 
 from distilprune.assets import ASSETS
 
@@ -89,6 +88,8 @@ def world(tmp_path_factory) -> World:
     w.paths["header_only"] = root / "header-only.csv"
     (root / "three-rows.csv").write_text("sentence,label\ngood movie,1\nbad movie,0\ngreat fun,1\n")
     w.paths["few_rows"] = root / "three-rows.csv"
+    (root / "empty.yaml").write_text("")
+    w.paths["empty_recipe"] = root / "empty.yaml"
     (root / "a-file").write_text("a regular file, not a directory\n")
     w.paths["a_file"] = root / "a-file"
     read_only = root / "read-only"
@@ -136,6 +137,15 @@ def _expect_checksums(world: World) -> tuple[str, ...]:
 
 
 CATALOGUE: dict[str, Case] = {
+    "no-arguments": Case(
+        (),
+        ("No recipe given", "Usage: python train/distill.py recipe=", "Built-in recipes:", "quickstart")),
+    "recipe-empty": Case(
+        ("recipe=",),
+        ("No recipe given", "Built-in recipes:", "rotten_tomatoes/minilm6_to_distil4")),
+    "recipe-file-empty": Case(
+        ("recipe={empty_recipe}",),
+        ("is empty (no keys)", "like recipes/quickstart.yaml")),
     "recipe-file-missing": Case(
         ("recipe=nope.yaml",),
         ("Recipe file nope.yaml does not exist", "Give a path to an existing .yaml file", "quickstart")),
@@ -222,7 +232,7 @@ def _run_case(world: World, case_id: str) -> tuple[subprocess.CompletedProcess, 
     case_dir = world.root / "cases" / case_id
     case_dir.mkdir(parents=True)
     env = dict(
-        os.environ, WANDB_MODE="disabled", PYTHONUNBUFFERED="1", COLUMNS="160", HF_HUB_OFFLINE="1",
+        WANDB_MODE="disabled", PYTHONUNBUFFERED="1", COLUMNS="160", HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1", HF_DATASETS_CACHE=str(case_dir / "hf-datasets"), TOKENIZERS_PARALLELISM="false",
         OMP_NUM_THREADS="1",  # several of these run at once on few cores
         DISTILPRUNE_CACHE=str(case_dir / "cache"),
@@ -231,11 +241,7 @@ def _run_case(world: World, case_id: str) -> tuple[subprocess.CompletedProcess, 
     )
     env.update({key: world.format(value, case_dir) for key, value in case.env})
     argv = [world.format(arg, case_dir) for arg in case.argv]
-    result = subprocess.run(
-        [sys.executable, str(REPO / "train" / "distill.py"), *argv],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=SUBPROCESS_TIMEOUT_S,
-    )
-    return result, case_dir
+    return run_entry(*argv, env=env, timeout=SUBPROCESS_TIMEOUT_S), case_dir
 
 
 class _Launcher:
@@ -306,7 +312,8 @@ def test_disk_full_during_export_keeps_the_checkpoints(world, tmp_path, monkeypa
     from safetensors.torch import load_file
 
     from distilprune.students import DistilBertStudent
-    from distilprune.train import pipeline
+    from distilprune.train.cli import train
+    from distilprune.train.ranks import RUN_DIR_ENV
 
     written: list[Path] = []
 
@@ -318,7 +325,7 @@ def test_disk_full_during_export_keeps_the_checkpoints(world, tmp_path, monkeypa
     monkeypatch.setattr(torch.onnx, "export", export_fills_the_disk)
     monkeypatch.setenv("DISTILPRUNE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    monkeypatch.delenv(pipeline.RUN_DIR_ENV, raising=False)  # main() sets it; restored afterwards
+    monkeypatch.delenv(RUN_DIR_ENV, raising=False)  # a run sets it; restored afterwards
     out = tmp_path / "runs"
     argv = [world.format(arg, tmp_path) for arg in LOCAL if arg != "export.enabled=false"] + [
         f"output_dir={out}", "train.max_steps=2", "train.batch_size=16", "export.latency_runs=1",
@@ -327,7 +334,7 @@ def test_disk_full_during_export_keeps_the_checkpoints(world, tmp_path, monkeypa
     ]
     threads = torch.get_num_threads()
     try:
-        code = pipeline.main(argv)
+        code = train(argv)
     finally:
         torch.set_num_threads(threads)  # the export sets its own thread count in this process
     stderr = capfd.readouterr().err

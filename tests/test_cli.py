@@ -8,7 +8,6 @@ with code 2 and one paragraph naming the problem and the fix) is in test_bad_inp
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from conftest import REPO, save_tiny_teacher, write_sentiment_csv
+from conftest import run_entry, save_tiny_teacher, write_sentiment_csv
 
 from distilprune.export.verify import cuda_execution_provider_available
 
@@ -28,17 +27,9 @@ TINY_BUDGET = [
 ]
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="160")
-    return subprocess.run(
-        [sys.executable, str(REPO / "train" / "distill.py"), *args],
-        capture_output=True, text=True, env=env, cwd=cwd or REPO, timeout=900,
-    )
-
-
 @pytest.mark.e2e
-def test_quickstart_end_to_end_on_real_assets(tmp_path):
-    result = run_cli("recipe=quickstart", f"output_dir={tmp_path}", *TINY_BUDGET)
+def test_quickstart_end_to_end_on_real_assets(tmp_path, launch):
+    result = launch("recipe=quickstart", f"output_dir={tmp_path}", *TINY_BUDGET, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1].startswith("Report: ")
     report_path = Path(result.stdout.strip().splitlines()[-1].removeprefix("Report: "))
@@ -71,7 +62,7 @@ def test_quickstart_end_to_end_on_real_assets(tmp_path):
     assert {"model.onnx", "model.int8.onnx", "config.json", "tokenizer.json"} <= {p.name for p in bundle.iterdir()}
     assert (run_dir / "report.md").read_text().startswith("# distilprune report: quickstart")
 
-    # Issue 4: every bundle is complete and verified, the grid and the INT8 gate are reported, and the
+    # Every bundle is complete and verified, the grid and the INT8 gate are reported, and the
     # run ends with the Pareto table, the plot and a selected bundle.
     for entry in (kept, ckpt):
         assert entry["verification"]["ok"], entry["verification"]
@@ -103,7 +94,7 @@ def test_quickstart_end_to_end_on_real_assets(tmp_path):
     assert list((run_dir / "wandb").glob("offline-run-*"))
 
     # Replaying the saved recipe makes a new run directory and reuses the cached teacher.
-    again = run_cli(f"recipe={run_dir / 'recipe.yaml'}", "export.enabled=false")
+    again = launch(f"recipe={run_dir / 'recipe.yaml'}", "export.enabled=false", timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reusing fine-tuned teacher from cache" in again.stderr
     assert len(list((tmp_path / "quickstart").iterdir())) == 2
@@ -118,11 +109,11 @@ def tiny_teacher_dir(tmp_path_factory) -> Path:
 def tiny_local_run(tmp_path: Path, teacher_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     """The quickstart recipe on the tiny local teacher and a 120-row csv (latency sizes within its 64 positions)."""
     data = write_sentiment_csv(tmp_path / "data.csv", rows=120)
-    return run_cli(
+    return run_entry(
         "recipe=quickstart", f"output_dir={tmp_path}", f"teacher.model={teacher_dir}", f"data.dataset={data}",
         "data.text_column=sentence", "data.max_seq_len=32", "student.num_layers=2", "student.init_layers=[0,2]",
         "teacher.epochs=1", "train.epochs=1", "export.latency_runs=3", "export.latency_seq_len=32",
-        "export.budget_seq_len=32", "tracking.wandb=false", "train.progress_bar=false", *extra,
+        "export.budget_seq_len=32", "tracking.wandb=false", "train.progress_bar=false", *extra, timeout=900,
     )
 
 
@@ -130,8 +121,28 @@ def test_local_tiny_teacher_runs_end_to_end(tmp_path, tiny_teacher_dir):
     """The local-directory path a hub user takes (bert-base-uncased etc.), on a tiny local config."""
     result = tiny_local_run(tmp_path, tiny_teacher_dir, "export.grid_seq_lens=[16,32]", "export.grid_batch_sizes=[1,4]")
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(Path(result.stdout.strip().splitlines()[-1].removeprefix("Report: ")).read_text())
+    report_path = Path(result.stdout.strip().splitlines()[-1].removeprefix("Report: "))
+    report = json.loads(report_path.read_text())
     assert report["checkpoints"][0]["heads_per_layer"] == [2, 2]
+
+    # Re-export through the console script's subcommand: one checkpoint, into a new directory.
+    from distilprune.train.cli import main
+
+    run_dir = report_path.parent
+    assert main(["export", str(run_dir), "--checkpoint", "final", "--runs", "2"]) == 0
+    (reexport,) = (run_dir / "reexports").iterdir()
+    again = json.loads((reexport / "report.json").read_text())
+    assert [entry["name"] for entry in again["checkpoints"]] == ["final"]
+    assert again["checkpoints"][0]["params"] == report["checkpoints"][-1]["params"]
+    assert json.loads(report_path.read_text()) == report  # the training run's report is untouched
+
+
+def test_reexport_of_a_directory_that_is_no_finished_run_is_a_clear_error(tmp_path, capsys):
+    from distilprune.train.cli import main
+
+    assert main(["export", str(tmp_path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "is not a finished distilprune run" in err and "runs/<recipe>/<time>" in err
 
 
 def test_impossible_latency_budget_fails_loudly_after_writing_the_evidence(tmp_path, tiny_teacher_dir):

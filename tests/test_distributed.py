@@ -9,26 +9,13 @@ runs take the same optimizer steps up to float summation order. Tolerance: final
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
-import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, save_tiny_teacher, write_sentiment_csv
+from conftest import save_tiny_teacher, write_sentiment_csv
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="160")
-    env.pop("DISTILPRUNE_RUN_DIR", None)
-    return subprocess.run([sys.executable, str(REPO / "train" / "distill.py"), *args],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-
-
-def test_two_process_ddp_matches_one_process(tmp_path):
+def test_two_process_ddp_matches_one_process(tmp_path, launch):
     teacher = save_tiny_teacher(tmp_path / "teacher")
     config = json.loads((teacher / "config.json").read_text())
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # no dropout: comparable runs
@@ -40,9 +27,9 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         "train.epochs=2", "train.batch_size=16", "train.precision=32-true", "train.accelerator=cpu",
         "train.progress_bar=false", "tracking.wandb=false", "export.enabled=false", "pruning.keep_at_densities=[]",
     ]
-    single = run_cli(*common, f"output_dir={tmp_path / 'one'}", "train.devices=1")
+    single = launch(*common, f"output_dir={tmp_path / 'one'}", "train.devices=1")
     assert single.returncode == 0, single.stderr[-3000:]
-    double = run_cli(*common, f"output_dir={tmp_path / 'two'}", "train.devices=2", "train.strategy=ddp")
+    double = launch(*common, f"output_dir={tmp_path / 'two'}", "train.devices=2", "train.strategy=ddp")
     assert double.returncode == 0, double.stderr[-3000:]
 
     runs = {}

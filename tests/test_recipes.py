@@ -71,10 +71,22 @@ def test_bad_pruning_settings_fail_at_load(override, fragment):
 
 
 def test_a_recipe_file_given_by_a_relative_path_is_named_after_it(monkeypatch):
-    # Regression (found by the fuzzer): recipe=recipes/quickstart.yaml from the repository root
-    # crashed computing the run name from a relative path.
+    # recipe=recipes/quickstart.yaml from the repository root: the run name is computed from a relative path.
     from conftest import REPO
 
     monkeypatch.chdir(REPO)
     assert load_recipe(["recipe=recipes/quickstart.yaml"]).name == "quickstart"
     assert load_recipe(["recipe=recipes/rotten_tomatoes/minilm6_to_distil4.yaml"]).name == "rotten_tomatoes/minilm6_to_distil4"
+
+
+@pytest.mark.parametrize("argv", [[], ["recipe="], ["train.epochs=1"]], ids=["nothing", "empty-recipe", "no-recipe"])
+def test_a_run_must_name_its_recipe(argv):
+    with pytest.raises(ConfigError, match="No recipe given.*Built-in recipes: .*quickstart"):
+        load_recipe(argv)
+
+
+def test_an_empty_recipe_file_is_named(tmp_path: Path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing here yet\n")
+    with pytest.raises(ConfigError, match=re.escape(f"The recipe {empty} is empty")):
+        load_recipe([f"recipe={empty}"])

@@ -1,8 +1,8 @@
-"""Exact resume, divergence guard and checkpoint hygiene (issue 5, parts 1-3 and 6).
+"""Exact resume, divergence guard and checkpoint hygiene.
 
 The kill-and-resume test runs the real entry point with the same seed on a tiny local teacher:
-once uninterrupted, and SIGKILLed in the middle of pruning (while the density is still falling) then
-resumed with ``resume=<run dir>`` -- once right after step 13 (the last resume checkpoint is the
+once uninterrupted, and SIGKILLed in the middle of pruning (while the density is still falling; the
+kill is injected by tests/kill_after_step.py, which wraps the same entry point) then resumed with ``resume=<run dir>`` -- once right after step 13 (the last resume checkpoint is the
 end-of-epoch one at step 12) and once after step 19 (resumes mid-epoch from step 15). On CPU the two runs must end
 bit-identical: same final student weights (torch.equal), same kept heads / FFN widths, same density
 and validation accuracy. Tolerance: none.
@@ -11,24 +11,14 @@ and validation accuracy. Tolerance: none.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, save_tiny_teacher, write_sentiment_csv
-
-
-
-def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="160", **(env_extra or {}))
-    return subprocess.run([sys.executable, str(REPO / "train" / "distill.py"), *args],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+from conftest import KILL_AFTER_STEP, save_tiny_teacher, write_sentiment_csv
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +53,7 @@ def _final_state(run_dir: Path) -> tuple[dict, dict]:
 
 
 @pytest.fixture(scope="module")
-def straight_runs(tiny_setup):
+def straight_runs(tiny_setup, launch):
     """Uninterrupted runs, made once per variant: {extra args: run dir}."""
     root, teacher, data = tiny_setup
     made: dict[tuple, Path] = {}
@@ -71,7 +61,7 @@ def straight_runs(tiny_setup):
     def get(extra: tuple[str, ...]) -> Path:
         if extra not in made:
             out = root / f"straight-{len(made)}"
-            straight = run_cli(*_args(teacher, data, out), *extra)
+            straight = launch(*_args(teacher, data, out), *extra)
             assert straight.returncode == 0, straight.stderr[-3000:]
             made[extra] = _run_dir(out)
         return made[extra]
@@ -84,12 +74,11 @@ def straight_runs(tiny_setup):
     [(13, 12, ()), (19, 15, ()), (31, 30, ("pruning.fill=true",))],
     ids=["epoch-end", "mid-epoch", "after-fill"],
 )
-def test_sigkill_mid_pruning_then_resume_ends_identical(tiny_setup, straight_runs, kill_after, resumes_from, extra):
+def test_sigkill_mid_pruning_then_resume_ends_identical(tiny_setup, straight_runs, launch, kill_after, resumes_from, extra):
     root, teacher, data = tiny_setup
     straight_run = straight_runs(extra)
     out = root / f"killed-{kill_after}"
-    killed = run_cli(*_args(teacher, data, out), *extra,
-                     env_extra={"DISTILPRUNE_TEST_KILL_AFTER_STEP": str(kill_after)})
+    killed = launch(str(kill_after), *_args(teacher, data, out), *extra, entry=KILL_AFTER_STEP)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run_dir = _run_dir(out)
     assert not (run_dir / "checkpoints" / "final").exists()
@@ -100,7 +89,7 @@ def test_sigkill_mid_pruning_then_resume_ends_identical(tiny_setup, straight_run
     assert scores and not any(k.startswith("teacher") for k in last["state_dict"])
     assert ("filled_masks" in last["distilprune"]) == bool(extra)  # the fill happens at step 29 of 36
 
-    resumed = run_cli(f"resume={run_dir}")
+    resumed = launch(f"resume={run_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     weights_a, info_a = _final_state(straight_run)
     weights_b, info_b = _final_state(run_dir)
@@ -117,14 +106,14 @@ def test_sigkill_mid_pruning_then_resume_ends_identical(tiny_setup, straight_run
     assert (run_dir / "metrics" / "distill").is_dir()
     assert any(p.name.startswith("distill-resumed-") for p in (run_dir / "metrics").iterdir())
 
-    again = run_cli(f"resume={run_dir}")  # a finished run cannot be resumed over
+    again = launch(f"resume={run_dir}")  # a finished run cannot be resumed over
     assert again.returncode == 2 and "already finished" in again.stderr and "Traceback" not in again.stderr
 
 
 def test_truncated_or_foreign_resume_checkpoint_is_a_clear_error(tiny_setup, tmp_path):
     root, _, _ = tiny_setup
     from distilprune.errors import ModelError
-    from distilprune.train.pipeline import read_resume_checkpoint
+    from distilprune.train.resume import read_resume_checkpoint
 
     good = tmp_path / "good.ckpt"
     torch.save({"state_dict": {"w": torch.ones(3)}, "distilprune": {"format": 1}, "global_step": 1}, good)
@@ -151,7 +140,7 @@ def test_truncated_or_foreign_resume_checkpoint_is_a_clear_error(tiny_setup, tmp
 def test_nan_loss_stops_with_step_and_cause_and_keeps_last_good_checkpoint(tiny_setup, monkeypatch, capsys):
     root, teacher, data = tiny_setup
     import distilprune.train.modules as modules
-    from distilprune.train.pipeline import main
+    from distilprune.train.cli import train
 
     real_kd = modules.kd_kl_loss
     calls = {"n": 0}
@@ -163,7 +152,7 @@ def test_nan_loss_stops_with_step_and_cause_and_keeps_last_good_checkpoint(tiny_
 
     monkeypatch.setattr(modules, "kd_kl_loss", kd_that_blows_up)
     out = root / "diverged"
-    code = main([*_args(teacher, data, out), "train.checkpoint_every_steps=2"])
+    code = train([*_args(teacher, data, out), "train.checkpoint_every_steps=2"])
     assert code == 3
     err = capsys.readouterr().err
     assert "at step 7" in err and "learning rate" in err and "precision" in err

@@ -105,7 +105,7 @@ def test_cls_only_last_layer_gives_the_full_logits_and_gradients(batch, heads, w
 def test_init_from_a_kept_checkpoint_is_checked_against_recipe_and_teacher(tmp_path, tiny_teacher, batch):
     from distilprune.config import load_recipe
     from distilprune.errors import ConfigError
-    from distilprune.train.pipeline import build_student
+    from distilprune.train.distill_stage import build_student
 
     saved = student_from_teacher(tiny_teacher, num_layers=2, init_layers=[0, 2]).eval()
     saved.save(tmp_path / "final")

@@ -1,1 +1,3 @@
-"""Lightning side of distilprune: modules, data, callbacks and the pipeline entry points."""
+"""Lightning side of distilprune: the command line (cli), the pipeline that orders a run, its stages
+(teacher_stage, distill_stage), processes and run directory (ranks), Trainer and W&B (trainer),
+resume, and the LightningModules, DataModule and callbacks."""

@@ -12,8 +12,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from distilprune.export.run_export import CHECKPOINT_INFO
 from distilprune.pruning import compact
+from distilprune.students import CHECKPOINT_INFO
+from distilprune.train.resume import RESUME_FILE
 
 
 class KeepStudentCheckpoint(L.Callback):
@@ -68,7 +69,7 @@ class KeepStudentCheckpoint(L.Callback):
         module.student.train(was_training)
         return small.cpu(), density, {"compaction_max_abs_diff": diff, "densities": densities}
 
-    def keep(self, trainer: L.Trainer, module: L.LightningModule, name: str, **info) -> Path:
+    def keep(self, trainer: L.Trainer, module: L.LightningModule, name: str) -> Path:
         if not trainer.is_global_zero:
             return self.root / name
         student, density, extra = self._compacted(module)
@@ -82,7 +83,7 @@ class KeepStudentCheckpoint(L.Callback):
         record = {
             "name": name, "order": len(self.kept), "step": int(trainer.global_step),
             "epoch": int(trainer.current_epoch), "density": density,
-            "val_acc": _metric(trainer, "val/acc"), **extra, **info,
+            "val_acc": _metric(trainer, "val/acc"), **extra,
         }
         (directory / CHECKPOINT_INFO).write_text(json.dumps(record, indent=2))
         if final.exists():
@@ -105,7 +106,7 @@ class ResumeCheckpoint(L.Callback):
     to a temporary name and renamed, so a kill during the write leaves the previous one intact.
     """
 
-    FILENAME = "last.ckpt"
+    FILENAME = RESUME_FILE
 
     def __init__(self, directory: Path, every_steps: int) -> None:
         self.directory = Path(directory)
@@ -134,23 +135,6 @@ class ResumeCheckpoint(L.Callback):
 
     def on_train_epoch_end(self, trainer, module) -> None:
         self.save(trainer)
-
-
-class KillAfterStep(L.Callback):
-    """Fault injection for the kill-and-resume test: SIGKILL this process right after optimizer step
-    ``step`` (and after the resume checkpoint of that step, if one is due, was written). Enabled only by
-    the environment variable DISTILPRUNE_TEST_KILL_AFTER_STEP; never part of a normal run."""
-
-    ENV = "DISTILPRUNE_TEST_KILL_AFTER_STEP"
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step >= self.step:
-            import signal
-
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _metric(trainer: L.Trainer, key: str) -> float | None:

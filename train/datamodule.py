@@ -55,7 +55,7 @@ class TextDataModule(L.LightningDataModule):
         self.pad_token_id = tokenizer.pad_token_id or 0
         self.splits = {
             name: TokenizedSplit(getattr(data, name), tokenizer, max_seq_len)
-            for name in ("train", "validation", "test")
+            for name in ("train", "validation")
         }
         self.teacher_outputs = None
         self.set_teacher_outputs(teacher_outputs)
@@ -127,12 +127,6 @@ class TextDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("validation")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def _eval_loader(self, split: str) -> DataLoader:
         # Evaluation always pads dynamically: padding never changes a prediction, only its cost.
-        return DataLoader(self.splits[split], batch_size=self.eval_batch_size,
+        return DataLoader(self.splits["validation"], batch_size=self.eval_batch_size,
                           collate_fn=PaddingCollator(self.pad_token_id))

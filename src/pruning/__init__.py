@@ -7,6 +7,6 @@ student of :mod:`distilprune.students` through the architecture table.
 
 from distilprune.pruning.compaction import compact, kept_heads_and_rows
 from distilprune.pruning.masks import cubic_schedule, linear_ramp
-from distilprune.pruning.pruner import HYBRID_BLOCKS, BlockPruner
+from distilprune.pruning.pruner import BlockPruner
 
-__all__ = ["BlockPruner", "HYBRID_BLOCKS", "compact", "cubic_schedule", "kept_heads_and_rows", "linear_ramp"]
+__all__ = ["BlockPruner", "compact", "cubic_schedule", "kept_heads_and_rows", "linear_ramp"]

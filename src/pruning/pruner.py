@@ -22,12 +22,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from distilprune.architectures import architecture_of, head_dim_of, layer_part, layers_of
+from distilprune.config.schema import ATTENTION_TARGETS
 from distilprune.errors import ConfigError
 from distilprune.pruning.masks import block_mask, expand_blocks
 
-ATTENTION_TARGETS = ("query", "key", "value", "attn_out")
 FFN_TARGET = "ffn"
-HYBRID_BLOCKS: dict[str, list[int]] = {"query": [32, 32], "key": [32, 32], "value": [32, 32], "attn_out": [32, 32]}
 
 
 class _MaskedWeight(nn.Module):
@@ -102,12 +101,18 @@ class BlockPruner(nn.Module):
                 self._attach(ffn_out, key, "cols")
 
     @staticmethod
-    def check(student: nn.Module, block_shapes: dict[str, list[int]], layers: list[int] | None = None) -> None:
+    def check(model: nn.Module, block_shapes: dict[str, list[int]], layers: list[int] | None = None,
+              source_layers: list[int] | None = None) -> None:
         """Raise ConfigError for an unknown target, a block shape that does not tile a weight or a
-        layer index the student does not have, without touching ``student`` (the pipeline checks
-        before it creates a run directory)."""
-        architecture_of(student)
-        num_layers = len(layers_of(student))
+        layer index the student does not have, without touching ``model`` (the pipeline checks
+        before it creates a run directory).
+
+        ``model`` is the student itself, or (with ``source_layers``) the teacher whose layers
+        ``source_layers`` the student will copy: a student layer has the shapes of its source layer.
+        """
+        architecture_of(model)
+        student_layers = list(range(len(layers_of(model)))) if source_layers is None else list(source_layers)
+        num_layers = len(student_layers)
         outside = sorted({index for index in layers or [] if not 0 <= index < num_layers})
         if outside:
             raise ConfigError(
@@ -120,9 +125,9 @@ class BlockPruner(nn.Module):
                     f"Unknown pruning target {name!r}. Block-pruned targets are "
                     f"{', '.join(ATTENTION_TARGETS)}; FFN rows are pruned with pruning.ffn_density."
                 )
-        for index in range(len(layers_of(student))):
+        for index in student_layers:
             for part, shape in block_shapes.items():
-                _block_shape(shape, layer_part(student, index, part), part)
+                _block_shape(shape, layer_part(model, index, part), part)
 
     def _attach(self, linear: nn.Linear, key: str, layout: str) -> None:
         parametrize.register_parametrization(linear, "weight", _MaskedWeight(self, key, layout), unsafe=True)

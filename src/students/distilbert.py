@@ -27,6 +27,8 @@ from distilprune.errors import ModelError
 
 CONFIG_NAME = "student_config.json"
 WEIGHTS_NAME = "model.safetensors"
+# Written beside a kept checkpoint by training (step, density, accuracy...), read by the export.
+CHECKPOINT_INFO = "checkpoint_info.json"
 
 
 @dataclass
