@@ -151,7 +151,7 @@ def load_levels(target: Target, texts: list[str], levels: list[int], requests: i
 
 def http_server(bundle: Path, args, texts, levels, deadline, extra: list[str]) -> dict:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "distilprune.export.serving.http_server", str(bundle),
+    process = subprocess.Popen([sys.executable, "-m", "distilprune.train.cli", "serve", str(bundle),
                                 "--port", str(port), "--threads", str(args.threads), *extra],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

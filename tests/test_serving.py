@@ -123,7 +123,7 @@ class Server:
     def __init__(self, bundle: Path, *args: str):
         self.port = free_port()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "distilprune.export.serving.http_server", str(bundle), "--port", str(self.port),
+            [sys.executable, "-m", "distilprune.train.cli", "serve", str(bundle), "--port", str(self.port),
              "--threads", "1", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -239,7 +239,7 @@ def test_server_refuses_a_tampered_bundle(served_bundle, tmp_path):
     data = bytearray((copy / "model.onnx").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (copy / "model.onnx").write_bytes(bytes(data))
-    result = subprocess.run([sys.executable, "-m", "distilprune.export.serving.http_server", str(copy)],
+    result = subprocess.run([sys.executable, "-m", "distilprune.train.cli", "serve", str(copy)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "model.onnx (sha256 differs from the manifest)" in result.stderr and "Traceback" not in result.stderr

@@ -4,6 +4,7 @@
     distilprune export runs/<recipe>/<time> [--checkpoint NAME] [--threads N] [--runs N]
     distilprune verify <bundle dir> [--threads N] [--runs N]
     distilprune pareto runs/<recipe>/<time> [...] [--out DIR]
+    distilprune serve <bundle dir> [--host 127.0.0.1 --port 8000 --max-batch 32 --max-delay-ms 5 --threads N]
     distilprune recipes
 
 Each subcommand imports only what it needs (Lightning only for ``train``). Every problem a user can
@@ -79,6 +80,12 @@ def _pareto(argv: list[str]) -> int:
     return main(argv)
 
 
+def _serve(argv: list[str]) -> int:
+    from distilprune.export.serving.http_server import main
+
+    return main(argv)
+
+
 def _recipes(argv: list[str]) -> int:
     print(recipes_text())
     return 0
@@ -89,6 +96,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "export": (_export, "re-export and re-measure the kept checkpoints of a finished run"),
     "verify": (_verify, "verify a serving bundle on this machine (parity, INT8 accuracy, latency)"),
     "pareto": (_pareto, "Pareto table and plot of accuracy vs latency over runs"),
+    "serve": (_serve, "serve a bundle over HTTP: text in, labels out (dynamic batching, metrics)"),
     "recipes": (_recipes, "list the built-in recipes"),
 }
 

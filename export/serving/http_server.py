@@ -205,8 +205,8 @@ def create_app(bundle: Path, max_batch: int = 32, max_delay_ms: float = 5.0, thr
     return app
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="distilprune serve", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distilprune serve", description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path, help="the bundle directory (holds serving.json and manifest.json)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
