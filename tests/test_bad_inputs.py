@@ -408,3 +408,48 @@ def test_vocabulary_check_allows_a_padded_embedding_table(world):
     model.resize_token_embeddings(len(tokenizer) - 1)
     with pytest.raises(ModelError, match=f"tokenizer of {len(tokenizer)} tokens but only {len(tokenizer) - 1} word embeddings"):
         check_vocabulary(tokenizer, model, "short")
+
+
+# -- docs/bad_inputs.md is generated from CATALOGUE ----------------------------------------------------
+DOC = Path(__file__).resolve().parent.parent / "docs" / "bad_inputs.md"
+PLACEHOLDERS = {
+    "{out}": "a fresh output directory", "{tmp}": "a scratch directory", "{teacher}": "a local teacher directory",
+    "{data}": "a local csv", "{empty_recipe}": "an empty .yaml file", "{a_file}": "a plain file",
+    "{corrupt_index}": "a package index serving a wheel with the wrong sha256", "{few_rows}": "a csv of 3 rows",
+    "{header_only}": "a csv with a header and no rows", "{read_only}": "a read-only directory",
+    "{teacher_bad_vocab}": "a teacher whose tokenizer is larger than its embedding table",
+}
+
+
+def catalogue_markdown() -> str:
+    """The catalogue as a Markdown table: what was given (beyond a valid run) and what the error says."""
+    lines = [
+        "# Bad input: the catalogue",
+        "",
+        "Every mistake below ends the run before any work with exit code 2 and one `error:` paragraph that",
+        "names the problem and the fix; nothing already written is changed. Each row is a test",
+        "(`tests/test_bad_inputs.py`, through the real entry point), and this page is generated from those",
+        "rows: `DISTILPRUNE_WRITE_DOCS=1 python -m pytest tests/test_bad_inputs.py -k docs` rewrites it.",
+        "",
+        "Rows that start from a valid run show only the key that breaks it. Placeholders: "
+        + "; ".join(f"`{k}` = {v}" for k, v in PLACEHOLDERS.items()) + ".",
+        "",
+        "| case | given | the error says (fragments) |",
+        "|---|---|---|",
+    ]
+    for case_id, case in CATALOGUE.items():
+        base = LOCAL if case.argv[: len(LOCAL)] == LOCAL else BASE if case.argv[: len(BASE)] == BASE else ()
+        given = " ".join(case.argv[len(base):]) or "(no arguments)"
+        if case.env:
+            given += " with " + ", ".join(f"{key}={value}" for key, value in case.env)
+        says = " … ".join(case.expect).replace("|", "\\|")
+        lines.append(f"| {case_id} | `{given}` | {says} |")
+    return "\n".join(lines) + "\n"
+
+
+def test_docs_bad_inputs_page_is_generated_from_the_catalogue():
+    if os.environ.get("DISTILPRUNE_WRITE_DOCS") == "1":
+        DOC.write_text(catalogue_markdown())
+    assert DOC.is_file() and DOC.read_text() == catalogue_markdown(), (
+        "docs/bad_inputs.md differs from the catalogue; regenerate it: "
+        "DISTILPRUNE_WRITE_DOCS=1 python -m pytest tests/test_bad_inputs.py -k docs")
