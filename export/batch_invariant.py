@@ -8,16 +8,18 @@ depends on another row or on how long the batch is padded:
 - Every Linear (the fused attentions' Q/K/V projection, the attention output projection, both FFN
   MatMuls, the last block's separate projections) becomes per-token INT8, built from standard ONNX
   ops: ``s = max|x_row| / 127`` (ReduceMax over the hidden axis), ``q = round(x / s) + 128`` as
-  uint8 (QuantizeLinear with a fixed scale 1 and zero point 128 after dividing by ``s``),
-  ``MatMulInteger`` against int8 weights with one scale per output channel, then
-  ``float(acc) * w_scale[channel] * s``. Each step is row-wise or exact integer arithmetic.
+  uint8 (QuantizeLinear with a fixed scale 1 and zero point 128 after dividing by ``s``), an
+  integer product against int8 weights with one scale per output channel (``MatMulIntegerToFloat``:
+  ``MatMulInteger`` whose output stage applies ``w_scale[channel]``), then ``* s``. Each step is
+  row-wise or exact integer arithmetic.
 - Padding is the other source of change: a softmax over 40 keys and one over the same 25 keys plus
   15 masked ones sum in different orders, so fp32 attention differs in the last bit, and one flipped
   rounding in a later quantization turns that into a visible logit change. The attention therefore
   always runs over ``key_length`` keys: the fused ``Attention`` becomes per-token Q/K/V projections
   plus ``MultiHeadAttention`` with keys, values and the key padding mask padded to ``key_length``,
-  and the last block's separate softmax (it queries [CLS] only) runs over scores padded the same way.
-  Masked keys get probability exactly 0, so the padding adds exact zeros and nothing else.
+  and the last block's separate softmax (it queries [CLS] only) and its product with the values run
+  over scores and values padded the same way. Masked keys get probability exactly 0, so the padding
+  adds exact zeros, and every sum over keys has P terms in the same order alone or batched.
 - The word and position tables become ``QEmbedLayerNormalization`` (int8 weights, gathered per
   token: row-wise), as in dynamic INT8. The two classifier-head Gemms, one [CLS] row each, stay fp32.
 
@@ -38,7 +40,7 @@ from distilprune.errors import ExportError
 from distilprune.export.onnx_export import _quiet, count_ops
 
 PER_TOKEN_OPS = (
-    "MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "ReduceMax", "MultiHeadAttention",
+    "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "ReduceMax", "MultiHeadAttention",
     "Attention", "QAttention", "QEmbedLayerNormalization", "EmbedLayerNormalization", "MatMul", "Softmax", "Gemm",
 )
 # Largest int8 magnitude used on both sides: symmetric, so -128 is never produced.
@@ -100,13 +102,19 @@ def _per_token_linear(
         "QuantizeLinear", [scaled, b.const("one", np.array(1.0, np.float32)), b.const("zp", np.array(128, np.uint8))],
         f"{stem}/quant",
     )
-    (acc,) = b.op("MatMulInteger", [x_u8, b.const("w", w_int8), b.const("zp", np.array(128, np.uint8))], f"{stem}/mmi")
-    (acc_f,) = b.op("Cast", [acc], f"{stem}/cast", to=TensorProto.FLOAT)
-    (col,) = b.op("Mul", [acc_f, b.const("wscale", w_scale / INT8_MAX)], f"{stem}/colscale")
+    # MatMulIntegerToFloat applies the per-column weight scale in the GEMM's output stage; its
+    # activation scale must be a scalar, so it is 1 here and the row scale follows in one Mul (the
+    # bias comes after the row scale, so it cannot ride in the kernel either).
+    (acc,) = b.op(
+        "MatMulIntegerToFloat",
+        [x_u8, b.const("w", w_int8), b.const("one", np.array(1.0, np.float32)),
+         b.const("wscale", w_scale / INT8_MAX), b.const("zp", np.array(128, np.uint8))],
+        f"{stem}/mmi", domain="com.microsoft",
+    )
     last = [output] if output else 1
     if bias is None:
-        return b.op("Mul", [col, row_max], f"{stem}/rowscale", outputs=last)[0]
-    (out,) = b.op("Mul", [col, row_max], f"{stem}/rowscale")
+        return b.op("Mul", [acc, row_max], f"{stem}/rowscale", outputs=last)[0]
+    (out,) = b.op("Mul", [acc, row_max], f"{stem}/rowscale")
     return b.op("Add", [out, b.const("bias", bias.astype(np.float32))], f"{stem}/bias", outputs=last)[0]
 
 
@@ -122,7 +130,8 @@ class _KeyPadding:
         zeros = lambda n: b.const("zeros", i64([0] * n))  # noqa: E731
         (self.pads_rank2,) = b.op("Concat", [zeros(3), extra], "keys/pads2", axis=0)
         (self.pads_rank3,) = b.op("Concat", [zeros(4), extra, zeros(1)], "keys/pads3", axis=0)
-        (self.pads_rank4,) = b.op("Concat", [zeros(7), extra], "keys/pads4", axis=0)
+        (self.pads_rank4,) = b.op("Concat", [zeros(7), extra], "keys/pads4", axis=0)  # last axis
+        (self.pads_rank4_rows,) = b.op("Concat", [zeros(6), extra, zeros(1)], "keys/pads4_rows", axis=0)
         (mask,) = b.op("Pad", ["attention_mask", self.pads_rank2], "keys/mask_pad")
         (self.mask_int32,) = b.op("Cast", [mask], "keys/mask_i32", to=TensorProto.INT32)  # (B, P)
         self.builder = b
@@ -154,15 +163,20 @@ def _replace_attention(b: _Builder, node: onnx.NodeProto, keys: _KeyPadding) -> 
 
 
 def _pad_softmax(b: _Builder, node: onnx.NodeProto, keys: _KeyPadding) -> None:
-    """Softmax over the last axis of scores (B, heads, q, S): pad to P with the lowest float, then cut back to S."""
+    """Softmax over the last axis of scores (B, heads, q, S), padded to P columns with the lowest
+    float: the padded columns get probability exactly 0 and the sum runs over P terms in every batch."""
     (padded,) = b.op(
         "Pad", [node.input[0], keys.pads_rank4, b.const("lowest", np.array(np.finfo(np.float32).min, np.float32))],
         f"{node.name}/pad",
     )
-    (probs,) = b.op("Softmax", [padded], f"{node.name}/softmax", axis=-1)
-    (seq,) = b.op("Shape", ["attention_mask"], f"{node.name}/seq", start=1, end=2)
-    b.op("Slice", [probs, b.const("start", np.array([0], np.int64)), seq, b.const("axis", np.array([-1], np.int64))],
-         f"{node.name}/cut", outputs=[node.output[0]])
+    b.op("Softmax", [padded], f"{node.name}/softmax", outputs=[node.output[0]], axis=-1)
+
+
+def _pad_values(b: _Builder, node: onnx.NodeProto, keys: _KeyPadding) -> None:
+    """probs (B, heads, q, P) @ values (B, heads, S, d): values padded to P rows with zeros, so the
+    product sums P terms (the padded ones exactly 0) whatever the batch's length."""
+    (values,) = b.op("Pad", [node.input[1], keys.pads_rank4_rows], f"{node.name}/pad")
+    b.op("MatMul", [node.input[0], values], f"{node.name}/matmul", outputs=[node.output[0]])
 
 
 def _key_length(graph: onnx.GraphProto, key_length: int | None) -> int:
@@ -185,12 +199,16 @@ def _rewrite(model: onnx.ModelProto, key_length: int) -> None:
     b = _Builder(model)
     keys = _KeyPadding(b, key_length)
     new_nodes = list(b.nodes)
+    probabilities: set[str] = set()  # outputs of the attention softmaxes
     for node in model.graph.node:
         b.nodes = []
         if node.op_type == "Attention" and node.domain == "com.microsoft":
             _replace_attention(b, node, keys)
         elif node.op_type == "Softmax":
             _pad_softmax(b, node, keys)
+            probabilities.add(node.output[0])
+        elif node.op_type == "MatMul" and node.input[0] in probabilities:
+            _pad_values(b, node, keys)
         elif node.op_type == "MatMul" and node.input[1] in b.inits:
             _per_token_linear(b, node.input[0], b.weight(node.input[1]), node.name, output=node.output[0])
         else:
@@ -198,6 +216,7 @@ def _rewrite(model: onnx.ModelProto, key_length: int) -> None:
         new_nodes.extend(b.nodes)
     del model.graph.node[:]
     model.graph.node.extend(new_nodes)
+    del model.graph.value_info[:]  # recorded shapes of the old graph (a softmax's S columns are now P)
     used = {name for node in model.graph.node for name in node.input}
     kept = [init for init in model.graph.initializer if init.name in used]  # drop the replaced fp32 weights
     del model.graph.initializer[:]

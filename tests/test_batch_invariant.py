@@ -90,9 +90,10 @@ def test_graph_has_per_token_int8_and_no_batch_wide_quantization(models):
     fp32_ops = count_ops(models["fp32"])
     ops = count_ops(models["per_token"])
     weight_matmuls = fp32_ops["MatMul"] - 2  # the last block's two attention products have no weights
-    # One MatMulInteger per Linear: each fused attention's Q/K/V, the other MatMuls, the two head Gemms.
-    assert ops["MatMulInteger"] == fp32_ops["Attention"] + weight_matmuls + fp32_ops["Gemm"] == 12
-    assert ops["QuantizeLinear"] == ops["ReduceMax"] == ops["MatMulInteger"]  # one row-wise scale each
+    # One integer MatMul per Linear: each fused attention's Q/K/V, the other MatMuls, the two head Gemms.
+    integer = ops["MatMulIntegerToFloat"]
+    assert integer == fp32_ops["Attention"] + weight_matmuls + fp32_ops["Gemm"] == 12
+    assert ops["QuantizeLinear"] == ops["ReduceMax"] == integer  # one row-wise scale each
     assert ops.get("DynamicQuantizeLinear", 0) == 0 and ops.get("QAttention", 0) == 0
     assert ops["MultiHeadAttention"] == fp32_ops["Attention"] == 1 and ops.get("Attention", 0) == 0
     assert ops["QEmbedLayerNormalization"] == 1 and ops.get("EmbedLayerNormalization", 0) == 0
