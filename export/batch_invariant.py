@@ -87,12 +87,8 @@ def _quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return quantized, scale
 
 
-def _per_token_linear(
-    b: _Builder, x: str, weight: np.ndarray, stem: str, bias: np.ndarray | None = None, output: str | None = None
-) -> str:
-    """Emit ``x @ weight (+ bias)`` with per-row activation scales; x (..., in) -> (..., out) fp32,
-    written to ``output`` (a fresh name when None)."""
-    w_int8, w_scale = _quantize_weight(weight)
+def _quantize_rows(b: _Builder, x: str, stem: str) -> tuple[str, str]:
+    """x (..., in) fp32 -> (uint8 (..., in) = round(x / s) + 128, s (..., 1) fp32 = max|x_row| / 127)."""
     (absx,) = b.op("Abs", [x], f"{stem}/abs")
     (row_max,) = b.op("ReduceMax", [absx], f"{stem}/rowmax", axes=[-1], keepdims=1)  # (..., 1)
     (row_max,) = b.op("Max", [row_max, b.const("floor", np.array(MIN_ROW_MAX, np.float32))], f"{stem}/floor")
@@ -102,20 +98,28 @@ def _per_token_linear(
         "QuantizeLinear", [scaled, b.const("one", np.array(1.0, np.float32)), b.const("zp", np.array(128, np.uint8))],
         f"{stem}/quant",
     )
+    return x_u8, row_max
+
+
+def _integer_linear(b: _Builder, x_u8: str, row_max: str, weight: np.ndarray, stem: str, output: str | None = None) -> str:
+    """``(x_u8 - 128) @ int8(weight) * w_scale[col] * row_max / 127``: (..., in) -> (..., out) fp32, no bias."""
+    w_int8, w_scale = _quantize_weight(weight)
     # MatMulIntegerToFloat applies the per-column weight scale in the GEMM's output stage; its
-    # activation scale must be a scalar, so it is 1 here and the row scale follows in one Mul (the
-    # bias comes after the row scale, so it cannot ride in the kernel either).
+    # activation scale must be a scalar, so it is 1 here and the row scale follows in one Mul.
     (acc,) = b.op(
         "MatMulIntegerToFloat",
         [x_u8, b.const("w", w_int8), b.const("one", np.array(1.0, np.float32)),
          b.const("wscale", w_scale / INT8_MAX), b.const("zp", np.array(128, np.uint8))],
         f"{stem}/mmi", domain="com.microsoft",
     )
-    last = [output] if output else 1
-    if bias is None:
-        return b.op("Mul", [acc, row_max], f"{stem}/rowscale", outputs=last)[0]
-    (out,) = b.op("Mul", [acc, row_max], f"{stem}/rowscale")
-    return b.op("Add", [out, b.const("bias", bias.astype(np.float32))], f"{stem}/bias", outputs=last)[0]
+    return b.op("Mul", [acc, row_max], f"{stem}/rowscale", outputs=[output] if output else 1)[0]
+
+
+def _per_token_linear(b: _Builder, x: str, weight: np.ndarray, stem: str, output: str | None = None) -> str:
+    """Emit ``x @ weight`` with per-row activation scales, written to ``output`` (fresh name when None).
+    The fused graph adds every bias later (SkipLayerNormalization, BiasGelu, Add)."""
+    x_u8, row_max = _quantize_rows(b, x, stem)
+    return _integer_linear(b, x_u8, row_max, weight, stem, output)
 
 
 class _KeyPadding:
@@ -149,8 +153,12 @@ def _replace_attention(b: _Builder, node: onnx.NodeProto, keys: _KeyPadding) -> 
     weight, bias = b.weight(node.input[1]), b.weight(node.input[2])
     sizes = list(attrs.get("qkv_hidden_sizes", [weight.shape[1] // 3] * 3))
     stem = f"{node.name}/qkv"
-    qkv = _per_token_linear(b, node.input[0], weight, stem, bias)  # (B, S, q + k + v)
-    query, key, value = b.op("Split", [qkv, b.const("split", np.array(sizes, np.int64))], f"{stem}/split", outputs=3, axis=2)
+    x_u8, row_max = _quantize_rows(b, node.input[0], stem)  # one quantization feeds Q, K and V
+    bounds = np.cumsum([0, *sizes])
+    query, key, value = (
+        _integer_linear(b, x_u8, row_max, weight[:, bounds[i]:bounds[i + 1]], f"{stem}/{part}")
+        for i, part in enumerate(("q", "k", "v"))
+    )
     (key,) = b.op("Pad", [key, keys.pads_rank3], f"{node.name}/key_pad")  # (B, P, k)
     (value,) = b.op("Pad", [value, keys.pads_rank3], f"{node.name}/value_pad")
     mha_attrs = {"num_heads": attrs["num_heads"]}
@@ -158,7 +166,9 @@ def _replace_attention(b: _Builder, node: onnx.NodeProto, keys: _KeyPadding) -> 
         mha_attrs["scale"] = attrs["scale"]
     if "mask_filter_value" in attrs:
         mha_attrs["mask_filter_value"] = attrs["mask_filter_value"]
-    b.op("MultiHeadAttention", [query, key, value, "", keys.mask_int32], f"{node.name}/mha",
+    # The Q/K/V bias is added inside the kernel; a padded key row then holds the bias, which its
+    # mask makes irrelevant (probability exactly 0).
+    b.op("MultiHeadAttention", [query, key, value, b.const("qkv_bias", bias), keys.mask_int32], f"{node.name}/mha",
          outputs=[node.output[0]], domain="com.microsoft", **mha_attrs)
 
 
@@ -210,7 +220,7 @@ def _rewrite(model: onnx.ModelProto, key_length: int) -> None:
         elif node.op_type == "MatMul" and node.input[0] in probabilities:
             _pad_values(b, node, keys)
         elif node.op_type == "MatMul" and node.input[1] in b.inits:
-            _per_token_linear(b, node.input[0], b.weight(node.input[1]), node.name, output=node.output[0])
+            _per_token_linear(b, node.input[0], b.weight(node.input[1]), node.name, node.output[0])
         else:
             b.nodes = [node]
         new_nodes.extend(b.nodes)

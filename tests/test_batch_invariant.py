@@ -90,16 +90,17 @@ def test_graph_has_per_token_int8_and_no_batch_wide_quantization(models):
     fp32_ops = count_ops(models["fp32"])
     ops = count_ops(models["per_token"])
     weight_matmuls = fp32_ops["MatMul"] - 2  # the last block's two attention products have no weights
-    # One integer MatMul per Linear: each fused attention's Q/K/V, the other MatMuls, the two head Gemms.
+    # One integer MatMul per Linear: Q, K and V of each fused attention, the other MatMuls, the two head
+    # Gemms; one row-wise quantization per distinct input (Q, K and V share theirs).
     integer = ops["MatMulIntegerToFloat"]
-    assert integer == fp32_ops["Attention"] + weight_matmuls + fp32_ops["Gemm"] == 12
-    assert ops["QuantizeLinear"] == ops["ReduceMax"] == integer  # one row-wise scale each
+    assert integer == 3 * fp32_ops["Attention"] + weight_matmuls + fp32_ops["Gemm"] == 14
+    assert ops["QuantizeLinear"] == ops["ReduceMax"] == integer - 2 * fp32_ops["Attention"]
     assert ops.get("DynamicQuantizeLinear", 0) == 0 and ops.get("QAttention", 0) == 0
     assert ops["MultiHeadAttention"] == fp32_ops["Attention"] == 1 and ops.get("Attention", 0) == 0
     assert ops["QEmbedLayerNormalization"] == 1 and ops.get("EmbedLayerNormalization", 0) == 0
     matrices = [init for init in onnx.load(str(models["per_token"])).graph.initializer if len(init.dims) == 2]
     eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
-    assert len(matrices) == 14 and all(init.data_type in eight_bit for init in matrices)  # 12 Linears + 2 tables
+    assert len(matrices) == integer + 2 and all(init.data_type in eight_bit for init in matrices)  # + 2 tables
 
 
 def test_close_to_fp32(models):
