@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         feeds["b1"]["attention_mask"][:] = 1  # all 128 positions real: the sequence-128 case
         feeds["b32"]["attention_mask"][:] = 1
-        timing = _timing(sessions, feeds, args.rounds, {"b1": args.runs_b1, "b32": args.runs_b32, "b32_real": args.runs_b32})
+        runs = {"b1": args.runs_b1, "b32": args.runs_b32, "b32_real": args.runs_b32}
+        timing = _timing(sessions, feeds, args.rounds, runs)
     _print(args, rows, timing, machine_info(args.threads), len(test_texts), feeds["b32_real"]["input_ids"].shape[1])
     return 0
 

@@ -40,8 +40,8 @@ from distilprune.errors import ExportError
 from distilprune.export.onnx_export import _quiet, count_ops
 
 PER_TOKEN_OPS = (
-    "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "ReduceMax", "MultiHeadAttention",
-    "Attention", "QAttention", "QEmbedLayerNormalization", "EmbedLayerNormalization", "MatMul", "Softmax", "Gemm",
+    "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "ReduceMax",
+    "MultiHeadAttention", "Attention", "QAttention", "QEmbedLayerNormalization", "EmbedLayerNormalization", "MatMul", "Softmax", "Gemm",
 )
 # Largest int8 magnitude used on both sides: symmetric, so -128 is never produced.
 INT8_MAX = 127.0
@@ -101,7 +101,9 @@ def _quantize_rows(b: _Builder, x: str, stem: str) -> tuple[str, str]:
     return x_u8, row_max
 
 
-def _integer_linear(b: _Builder, x_u8: str, row_max: str, weight: np.ndarray, stem: str, output: str | None = None) -> str:
+def _integer_linear(
+    b: _Builder, x_u8: str, row_max: str, weight: np.ndarray, stem: str, output: str | None = None
+) -> str:
     """``(x_u8 - 128) @ int8(weight) * w_scale[col] * row_max / 127``: (..., in) -> (..., out) fp32, no bias."""
     w_int8, w_scale = _quantize_weight(weight)
     # MatMulIntegerToFloat applies the per-column weight scale in the GEMM's output stage; its
