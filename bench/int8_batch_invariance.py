@@ -9,7 +9,8 @@ tokenizer) or a run directory (its ``bundles/*/`` are searched; ``--bundle NAME`
 - ``dynamic``: per-channel dynamic INT8 (``quantize_int8(per_channel=True)``, the pipeline's default),
 - ``static``: static INT8 calibrated on the first ``--calibration`` training sentences
   (``quantize.quantize_static_int8``),
-- ``per_token``: per-token INT8 (``batch_invariant.quantize_per_token``, keys padded to max_seq_len),
+- ``per_token``: per-token INT8 (``batch_invariant.quantize_per_token``, keys padded to ``--key-length``,
+  default max_seq_len),
 
 and measures on the Rotten Tomatoes test split (fixed seed-42 split; the student never trained on it):
 accuracy one sentence per call on the whole split; on the first ``--sentences``, labels flipped and the
@@ -53,7 +54,7 @@ def _encode(tokenizer, texts: list[str], max_len: int, pad_to: int | None = None
     return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
 
 
-def _build(fp32: Path, work: Path, calibration: list[dict], max_len: int) -> dict[str, Path]:
+def _build(fp32: Path, work: Path, calibration: list[dict], key_length: int) -> dict[str, Path]:
     from distilprune.export.batch_invariant import quantize_per_token
     from distilprune.export.onnx_export import quantize_int8
     from distilprune.export.quantize import quantize_static_int8
@@ -64,7 +65,7 @@ def _build(fp32: Path, work: Path, calibration: list[dict], max_len: int) -> dic
     paths["static"] = work / "static.onnx"
     quantize_static_int8(fp32, paths["static"], calibration)
     paths["per_token"] = work / "per_token.onnx"
-    quantize_per_token(fp32, paths["per_token"], key_length=max_len)
+    quantize_per_token(fp32, paths["per_token"], key_length=key_length)
     return paths
 
 
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs-b1", type=int, default=20)
     parser.add_argument("--runs-b32", type=int, default=3)
+    parser.add_argument("--key-length", type=int, default=None,
+                        help="per_token's fixed attention key count (default: max_seq_len, 128)")
     args = parser.parse_args(argv)
 
     from transformers import AutoTokenizer
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(0, min(args.calibration, len(data.train)), 16)
     ]
     with tempfile.TemporaryDirectory(prefix="int8-invariance-") as work:
-        paths = _build(bundle / "model.onnx", Path(work), calibration, max_len)
+        paths = _build(bundle / "model.onnx", Path(work), calibration, args.key_length or max_len)
         sessions = {m: ort_session(p, args.threads) for m, p in paths.items()}
         rows = {m: {"size_mb": file_mb(p)} for m, p in paths.items()}
         for method, session in sessions.items():
