@@ -6,8 +6,7 @@ included. :func:`quantize_per_token` rewrites the fused fp32 graph so that nothi
 depends on another row or on how long the batch is padded:
 
 - Every Linear (the fused attentions' Q/K/V projection, the attention output projection, both FFN
-  MatMuls, the last block's separate projections) becomes per-token INT8, built from standard ONNX
-  ops: ``s = max|x_row| / 127`` (ReduceMax over the hidden axis), ``q = round(x / s) + 128`` as
+  MatMuls, the last block's separate projections) becomes per-token INT8: ``s = max|x_row| / 127`` (ReduceMax over the hidden axis), ``q = round(x / s) + 128`` as
   uint8 (QuantizeLinear with a fixed scale 1 and zero point 128 after dividing by ``s``), an
   integer product against int8 weights with one scale per output channel (``MatMulIntegerToFloat``:
   ``MatMulInteger`` whose output stage applies ``w_scale[channel]``), then ``* s``. Each step is
@@ -21,7 +20,8 @@ depends on another row or on how long the batch is padded:
   over scores and values padded the same way. Masked keys get probability exactly 0, so the padding
   adds exact zeros, and every sum over keys has P terms in the same order alone or batched.
 - The word and position tables become ``QEmbedLayerNormalization`` (int8 weights, gathered per
-  token: row-wise), as in dynamic INT8. The two classifier-head Gemms, one [CLS] row each, stay fp32.
+  token: row-wise), as in dynamic INT8. The classifier head's two Gemms (one [CLS] row per sentence)
+  become MatMul + Add there and are per-token INT8 like every other Linear.
 
 Queries keep the batch's own length, so short sentences stay cheap; only the attention scores grow
 to ``key_length`` columns.
