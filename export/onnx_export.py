@@ -199,7 +199,7 @@ def export_student(
 def ort_session(path: Path, threads: int):
     """A CPU ONNX Runtime session with ``threads`` intra-op threads and full graph optimization
     (the verifier's session settings, so the report and a bundle's verification measure alike)."""
-    from distilprune.export.verify import make_session
+    from distilprune.export.runtime import make_session
 
     return make_session(path, threads)
 

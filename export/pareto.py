@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from distilprune.errors import DistilpruneError, ExportError
-from distilprune.export.report import write_atomic
+from distilprune.export.runtime import write_atomic
 
 FORMAT_NAMES = {"onnx_int8": "ONNX INT8", "onnx_fp32": "ONNX fp32", "pytorch_fp32": "PyTorch fp32"}
 

@@ -18,22 +18,36 @@ has not, that part is recorded as skipped, never as an error.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+if __package__:  # imported as distilprune.export.verify
+    from distilprune.export.runtime import (
+        available_threads, import_onnxruntime, machine_info, make_session, random_inputs, sha256_file, time_ms,
+        write_atomic,
+    )
+else:  # run as a script: the copy inside a bundle (runtime.py copied beside it as verify_runtime.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # python -I and runpy do not add it
+    try:
+        from verify_runtime import (
+            available_threads, import_onnxruntime, machine_info, make_session, random_inputs, sha256_file, time_ms,
+            write_atomic,
+        )
+    except ImportError:  # export/verify.py run from a source checkout, beside runtime.py
+        from runtime import (
+            available_threads, import_onnxruntime, machine_info, make_session, random_inputs, sha256_file, time_ms,
+            write_atomic,
+        )
 
 MANIFEST = "manifest.json"
 INPUT_SPEC = "input_spec.json"
 PARITY = "parity.json"
 CONFIG = "config.json"
+RUNTIME_COPY = "verify_runtime.py"  # export/runtime.py as copied into a bundle, beside verify_bundle.py
 MODELS = {"onnx_fp32": "model.onnx", "onnx_int8": "model.int8.onnx"}  # report key -> file in the bundle
 REQUIRED = ("model.onnx", "model.int8.onnx", CONFIG, INPUT_SPEC, PARITY)
 # A Hugging Face tokenizer is usable from tokenizer_config.json plus one of these vocabularies.
@@ -43,27 +57,10 @@ DEFAULT_GRID = {"batch_sizes": [1, 8, 32], "seq_lens": [32, 128]}
 DEFAULT_BUDGET_CELL = {"batch_size": 1, "seq_len": 128}
 # fp16 keeps ~3 significant digits; through a few layers logits of magnitude ~5 move by ~1e-2.
 GPU_FP16_ATOL = 5e-2
-_ISA_FLAGS = (
-    ("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AVX-512 VNNI", "avx512_vnni"),
-    ("AVX-512 BF16", "avx512_bf16"), ("AMX", "amx_tile"),
-)
 
 
 class BundleError(Exception):
     """The input cannot be verified at all (not a bundle, onnxruntime missing): exit status 2."""
-
-
-# --------------------------------------------------------------------------------------------
-# small helpers shared with distilprune.export.bundle (which imports them from here)
-
-
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks so large models do not load into memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def bundle_files(bundle: Path) -> list[str]:
@@ -77,139 +74,15 @@ def bundle_files(bundle: Path) -> list[str]:
     return sorted(files)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _ort():
     try:
-        import onnxruntime
-    except ImportError:
-        raise BundleError(
-            "onnxruntime is not installed in this Python environment, so the bundle's models cannot be "
-            "run. Install it (pip install onnxruntime, or onnxruntime-gpu on a CUDA machine) and run the "
-            "verification again."
-        ) from None
-    return onnxruntime
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def available_threads() -> int:
-    """CPUs this process may run on (respects taskset/cgroup affinity where the OS reports it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no sched_getaffinity
-        return os.cpu_count() or 1
-
-
-# --------------------------------------------------------------------------------------------
-# machine description
-
-
-def _cpuinfo() -> tuple[str | None, set[str]]:
-    """(CPU model name, feature flags) from /proc/cpuinfo; (None, empty) where it does not exist."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None, set()
-    model, flags = None, set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and model is None:
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-    return model, flags
-
-
-def machine_info(threads: int) -> dict:
-    """CPU model, the instruction sets INT8/bf16 kernels depend on, threads and library versions.
-
-    Read from /proc/cpuinfo (Linux) with ``platform`` as the fallback, so no extra package is needed.
-    """
-    model, flags = _cpuinfo()
-    cpu = model or platform.processor() or platform.machine() or "unknown"
-    try:
-        import onnxruntime
-
-        ort_version, providers = onnxruntime.__version__, onnxruntime.get_available_providers()
-    except ImportError:
-        ort_version, providers = "not installed", []
-    return {
-        "cpu": cpu,
-        "instruction_sets": [name for name, flag in _ISA_FLAGS if flag in flags],
-        "threads": threads,
-        "logical_cores": os.cpu_count() or 1,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "onnxruntime": ort_version,
-        "onnxruntime_providers": providers,
-        "torch": _version("torch"),
-        "platform": platform.platform(),
-    }
+        return import_onnxruntime()
+    except ImportError as error:
+        raise BundleError(str(error)) from None
 
 
 # --------------------------------------------------------------------------------------------
 # ONNX Runtime sessions and timing
-
-
-def make_session(model_path: Path, threads: int, provider: str = "cpu"):
-    """An ONNX Runtime session with explicit threads: ``threads`` intra-op, 1 inter-op, sequential.
-
-    ``provider`` is "cpu" or "cuda" (CUDA first, CPU for any node CUDA cannot run).
-    """
-    ort = _ort()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    providers = ["CPUExecutionProvider"] if provider == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ort.InferenceSession(str(model_path), options, providers=providers)
-
-
-def random_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed-seed random token ids with a full attention mask: (batch, seq) int64 each."""
-    rng = np.random.default_rng(seed)
-    # Skip the first ids (special tokens in WordPiece vocabularies) where the vocabulary allows it.
-    low = min(1000, vocab_size // 2)
-    input_ids = rng.integers(low, vocab_size, size=(batch_size, seq_len), dtype=np.int64)
-    return input_ids, np.ones_like(input_ids)
-
-
-def _percentiles(samples: list[float], runs: int) -> dict:
-    """p50/p95/p99 in ms (nearest rank on the sorted samples, as distilprune's report does)."""
-    ordered = sorted(samples)
-
-    def pct(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))], 3)
-
-    return {"p50": round(statistics.median(ordered), 3), "p95": pct(0.95), "p99": pct(0.99), "runs": runs}
-
-
-def time_ms(fn, warmup: int, runs: int) -> dict:
-    """p50/p95/p99 wall time of ``fn()`` in milliseconds after ``warmup`` untimed calls (also used by
-    distilprune's run report, so the two measure alike)."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return _percentiles(samples, runs)
 
 
 def bound_runner(session, input_ids: np.ndarray, attention_mask: np.ndarray, device: str = "cuda"):
@@ -474,6 +347,7 @@ def verify_bundle(
     budget_ms: float | None = None,
     grid: bool = True,
     gpu: bool = True,
+    measured: dict[str, list[dict]] | None = None,
 ) -> dict:
     """Run every check on ``bundle`` and return ``{"ok", "checks", "latency_grid", "gpu", "machine"}``.
 
@@ -482,6 +356,8 @@ def verify_bundle(
         budget_ms: p95 budget for the INT8 model in ms; overrides input_spec.json's latency_budget.
         grid: measure the latency grid (the budget cell is measured either way when a budget is set).
         gpu: also verify on CUDA when available (False: recorded as skipped).
+        measured: a latency grid already measured for these very files ({"onnx_int8": [cells]}, as the
+            export's timing rounds write it); the budget check reads its cell instead of timing again.
 
     Raises:
         BundleError: ``bundle`` is not a bundle directory, or onnxruntime is missing.
@@ -547,7 +423,7 @@ def verify_bundle(
     else:
         too_long = []
     vocab = _vocab_size(bundle, spec)
-    measured: dict[str, list[dict]] = {}
+    measured = dict(measured or {})
     if grid:
         errors = []
         for key, session in sessions.items():
@@ -662,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     if measured:
         print("\n".join(format_grid(measured)))
     if args.json:
-        _write_atomic(args.json, json.dumps(result, indent=2))
+        write_atomic(args.json, json.dumps(result, indent=2))
     failed = [c["name"] for c in result["checks"] if not c["ok"]]
     print(f"{'OK' if not failed else 'FAILED'}: {args.bundle} " + (f"({', '.join(failed)})" if failed else "verified on this machine"))
     return 0 if not failed else 1
