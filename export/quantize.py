@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from distilprune.config import INT8_METHODS, ExportConfig
 from distilprune.errors import ConfigError, ExportError
 from distilprune.export.onnx_export import _quiet, count_ops, file_mb, ort_session, quantize_int8
 
-METHODS = ("dynamic", "per_channel", "reduce_range", "static", "exclude_sensitive")
+METHODS = INT8_METHODS  # the recipe schema validates export.int8_method against the same list
 # Nodes that the dynamic quantizer turns into integer kernels on a fused BERT graph; the candidates
 # that exclude_sensitive may keep in float.
 QUANTIZABLE_OPS = ("MatMul", "Gemm", "Attention", "EmbedLayerNormalization")
@@ -226,9 +227,9 @@ def quantize_with_gate(
     max_drop: float,
     fallbacks: list[str],
     calibration: list[dict[str, np.ndarray]] | None,
-    measure_p50: Callable[[Path], float],
+    measure_p50: Callable[[Path], float] | None = None,
     *,
-    first: str = "dynamic",
+    first: str = ExportConfig.int8_method,
     exclude_top: int = 2,
 ) -> dict:
     """Quantize ``fp32_path`` to ``int8_path``, trying fallbacks until accuracy is within ``max_drop``.
@@ -242,8 +243,9 @@ def quantize_with_gate(
         fallbacks: methods of :data:`METHODS` tried in this order after ``first``.
         calibration: feeds {"input_ids", "attention_mask": (batch, seq) int64} from training
             samples, for ``static`` and ``exclude_sensitive``; those are recorded as failed without it.
-        measure_p50: model path -> p50 latency in ms.
-        first: the method tried first (the pipeline passes ``export.int8_method``).
+        measure_p50: model path -> p50 latency in ms, or None: the attempts are not timed here (the
+            export times the shipped file with every other model, in one clean process).
+        first: the method tried first (default: the recipe default of ``export.int8_method``).
         exclude_top: how many of the most sensitive layers ``exclude_sensitive`` keeps in float.
 
     Returns:
@@ -278,7 +280,7 @@ def quantize_with_gate(
             passed = drop <= max_drop + 1e-9
             attempts.append({
                 "method": method, "accuracy": accuracy, "drop": round(drop, 6),
-                "p50_ms": round(float(measure_p50(path)), 3), "passed": passed,
+                "p50_ms": round(float(measure_p50(path)), 3) if measure_p50 else None, "passed": passed,
                 "size_mb": round(file_mb(path), 2), **details,
             })
             files[method] = path
@@ -313,7 +315,8 @@ def _choose(attempts: list[dict]) -> dict:
     passing = [a for a in measured if a["passed"]]
     if passing:
         return passing[0]
-    return max(measured, key=lambda a: (a["accuracy"], -a["p50_ms"]))
+    # ties: the faster p50 where attempts were timed, else the smaller file
+    return max(measured, key=lambda a: (a["accuracy"], -(a["p50_ms"] if a["p50_ms"] is not None else a["size_mb"])))
 
 
 def _pts(fraction: float) -> str:
@@ -324,8 +327,8 @@ def _verdict(attempts: list[dict], shipped: dict, fp32_accuracy: float, max_drop
     allowed = f"{_pts(max_drop)} points allowed"
     if shipped["passed"] and shipped is attempts[0]:
         return (
-            f"Dynamic INT8 passed: {_pts(shipped['accuracy'])}% against {_pts(fp32_accuracy)}% fp32 "
-            f"({_pts(shipped['drop'])} points lost, {allowed}); shipped dynamic."
+            f"INT8 {shipped['method']} passed: {_pts(shipped['accuracy'])}% against {_pts(fp32_accuracy)}% fp32 "
+            f"({_pts(shipped['drop'])} points lost, {allowed}); shipped {shipped['method']}."
         )
     tried = ", ".join(
         f"{a['method']} ({'failed to quantize' if a['accuracy'] is None else _pts(a['drop']) + ' pts'})"
