@@ -84,3 +84,33 @@ def test_ratio_is_the_median_of_per_round_ratios():
 
 def test_runs_are_split_over_rounds_with_a_floor():
     assert runs_per_round(50, 5) == 10 and runs_per_round(100, 5) == 20 and runs_per_round(30, 5) == 10
+
+
+# ---- several seeds: mean ± sd of the headline numbers (bench/seeds.py) ----
+
+def _seeds_module():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("seeds", Path(__file__).resolve().parents[1] / "bench" / "seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(teacher_acc: float, int8_acc: float, int8_p50: float, teacher_p50: float = 20.0) -> dict:
+    lat = {"p50": int8_p50, "p95": int8_p50 * 1.1, "vs_teacher": teacher_p50 / int8_p50}
+    return {"teacher": {"accuracy": teacher_acc, "latency_ms": {"pytorch_fp32": {"p50": teacher_p50, "p95": teacher_p50}}},
+            "checkpoints": [{"name": "final", "accuracy": {"pytorch_fp32": int8_acc, "onnx_fp32": int8_acc, "onnx_int8": int8_acc},
+                             "latency_ms": {"onnx_int8": lat}}]}
+
+
+def test_seeds_aggregate_mean_and_sample_sd():
+    seeds = _seeds_module()
+    summary = seeds.aggregate([_report(0.84, 0.80, 4.0), _report(0.86, 0.82, 5.0), _report(0.85, 0.84, 4.0)])
+    acc = summary["final onnx_int8 accuracy %"]
+    assert acc["n"] == 3 and acc["mean"] == pytest.approx(82.0) and acc["sd"] == pytest.approx(2.0)
+    assert summary["teacher accuracy %"]["mean"] == pytest.approx(85.0)
+    assert summary["final onnx_int8 speedup vs teacher"]["values"] == pytest.approx([5.0, 4.0, 5.0])
+    text = seeds.to_markdown(summary, ["a", "b", "c"], "python bench/seeds.py --reports a b c")
+    assert "| final onnx_int8 accuracy % | 82.00 ± 2.00 | 3 | 80.00, 82.00, 84.00 |" in text
