@@ -435,6 +435,53 @@ def _timing_lines(card: dict) -> list[str]:
                 f"{setup['runs_per_round']} timed runs per model and cell; p50 = {setup['p50']}, p95 {setup['p95_p99']}."]
 
 
+def _data_and_machine_lines(card: dict) -> list[str]:
+    lines: list[str] = []
+    data = card.get("data") or {}
+    rows = data.get("rows") or {}
+    lines += [
+        "", "## Data", "",
+        f"Source: {_text(data.get('source'))}. Rows: train {_text(rows.get('train'))}, validation "
+        f"{_text(rows.get('validation'))}, test {_text(rows.get('test'))}.",
+    ]
+    machine = card.get("machine") or {}
+    lines += [
+        "", "## Machine and libraries", "",
+        f"- CPU: {_text(machine.get('cpu'))}; instruction sets: {_text(machine.get('instruction_sets'))}; "
+        f"threads: {_text(machine.get('threads'))}.",
+        f"- Python {_text(machine.get('python'))}, torch {_text(machine.get('torch'))}, onnxruntime "
+        f"{_text(machine.get('onnxruntime'))}; {_text(machine.get('platform'))}.",
+    ]
+    libraries = card.get("libraries") or {}
+    if libraries:
+        lines.append("- Libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(libraries.items())) + ".")
+    return lines
+
+
+def _verify_and_limits_lines(card: dict) -> list[str]:
+    return [
+        "", "## How to verify", "",
+        "On the serving machine, with only numpy and onnxruntime installed:", "",
+        "```bash",
+        card.get("how_to_verify") or "python verify_bundle.py .",
+        "```", "",
+        "It checks every file against `manifest.json` (sha256), reruns the parity vectors in `parity.json` "
+        "on both models, measures the latency grid and fails (exit 1) when the INT8 p95 exceeds the budget.",
+        "", "## Limitations", "",
+        "- INT8 latency and logits depend on the CPU's instruction set: AVX-512 VNNI and AMX have int8 dot-product "
+        "instructions, AVX2 needs a longer instruction sequence with a saturating intermediate, so the INT8 speed-up measured "
+        "above may not hold on another CPU and INT8 logits differ slightly between CPUs (parity.json allows for "
+        "it). Re-measure with the verification tool before relying on the numbers.",
+        "- Latencies were measured on the machine above with the stated threads, random token ids and a full "
+        "attention mask; real traffic with padding, other thread counts or a busy machine differs.",
+        "- Accuracy is on the test split of the data named above only. The INT8 accuracy was measured "
+        f"{_text(_get(card, 'export', 'int8_eval_batch_size'))} sentence(s) per call: dynamic INT8 computes each activation "
+        "scale over the whole input tensor, so with batching (Triton's dynamic batcher included) a sentence's INT8 "
+        "prediction can depend on the requests batched with it and on their padding.",
+        "",
+    ]
+
+
 def write_model_card(bundle: Path, card: dict) -> Path:
     """Write ``README.md`` from the numbers in ``card`` only; a missing value prints as "not measured".
 
@@ -498,46 +545,7 @@ def write_model_card(bundle: Path, card: dict) -> Path:
         lines += ["```json", json.dumps(gpu, indent=2), "```"]
     else:
         lines.append(f"GPU: {NOT_MEASURED}.")
-    data = card.get("data") or {}
-    rows = data.get("rows") or {}
-    lines += [
-        "", "## Data", "",
-        f"Source: {_text(data.get('source'))}. Rows: train {_text(rows.get('train'))}, validation "
-        f"{_text(rows.get('validation'))}, test {_text(rows.get('test'))}.",
-    ]
-    machine = card.get("machine") or {}
-    lines += [
-        "", "## Machine and libraries", "",
-        f"- CPU: {_text(machine.get('cpu'))}; instruction sets: {_text(machine.get('instruction_sets'))}; "
-        f"threads: {_text(machine.get('threads'))}.",
-        f"- Python {_text(machine.get('python'))}, torch {_text(machine.get('torch'))}, onnxruntime "
-        f"{_text(machine.get('onnxruntime'))}; {_text(machine.get('platform'))}.",
-    ]
-    libraries = card.get("libraries") or {}
-    if libraries:
-        lines.append("- Libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(libraries.items())) + ".")
-    lines += ["", *_serving_lines(bundle)]
-    lines += [
-        "", "## How to verify", "",
-        "On the serving machine, with only numpy and onnxruntime installed:", "",
-        "```bash",
-        card.get("how_to_verify") or "python verify_bundle.py .",
-        "```", "",
-        "It checks every file against `manifest.json` (sha256), reruns the parity vectors in `parity.json` "
-        "on both models, measures the latency grid and fails (exit 1) when the INT8 p95 exceeds the budget.",
-        "", "## Limitations", "",
-        "- INT8 latency and logits depend on the CPU's instruction set: AVX-512 VNNI and AMX have int8 dot-product "
-        "instructions, AVX2 needs a longer instruction sequence with a saturating intermediate, so the INT8 speed-up measured "
-        "above may not hold on another CPU and INT8 logits differ slightly between CPUs (parity.json allows for "
-        "it). Re-measure with the verification tool before relying on the numbers.",
-        "- Latencies were measured on the machine above with the stated threads, random token ids and a full "
-        "attention mask; real traffic with padding, other thread counts or a busy machine differs.",
-        "- Accuracy is on the test split of the data named above only. The INT8 accuracy was measured "
-        f"{_text(_get(card, 'export', 'int8_eval_batch_size'))} sentence(s) per call: dynamic INT8 computes each activation "
-        "scale over the whole input tensor, so with batching (Triton's dynamic batcher included) a sentence's INT8 "
-        "prediction can depend on the requests batched with it and on their padding.",
-        "",
-    ]
+    lines += _data_and_machine_lines(card) + ["", *_serving_lines(bundle)] + _verify_and_limits_lines(card)
     path = bundle / "README.md"
     write_atomic(path, "\n".join(lines))
     return path

@@ -219,6 +219,26 @@ def _build(
     return {}
 
 
+def _attempt(method: str, fp32_path: Path, path: Path, work: Path, calibration, exclude_top: int, evaluate,
+             fp32_accuracy: float, max_drop: float, measure_p50) -> dict:
+    """Quantize with ``method`` into ``path`` and score it; a failed quantization is recorded, not raised."""
+    try:
+        details = _build(method, fp32_path, path, work, calibration, exclude_top)
+    except ExportError as error:
+        return _failed(method, str(error))
+    except Exception as error:  # an ORT quantizer bug must not hide the other attempts' results
+        return _failed(method, f"{type(error).__name__}: {error}")
+    accuracy = float(evaluate(path))
+    drop = fp32_accuracy - accuracy
+    # 1e-9: accuracies are ratios of counts; equal counts must not fail by float rounding
+    passed = drop <= max_drop + 1e-9
+    return {
+        "method": method, "accuracy": accuracy, "drop": round(drop, 6),
+        "p50_ms": round(float(measure_p50(path)), 3) if measure_p50 else None, "passed": passed,
+        "size_mb": round(file_mb(path), 2), **details,
+    }
+
+
 def quantize_with_gate(
     fp32_path: Path,
     int8_path: Path,
@@ -266,25 +286,11 @@ def quantize_with_gate(
     try:
         for method in methods:
             path = work / f"{method}.onnx"
-            try:
-                details = _build(method, fp32_path, path, work, calibration, exclude_top)
-            except ExportError as error:
-                attempts.append(_failed(method, str(error)))
-                continue
-            except Exception as error:  # an ORT quantizer bug must not hide the other attempts' results
-                attempts.append(_failed(method, f"{type(error).__name__}: {error}"))
-                continue
-            accuracy = float(evaluate(path))
-            drop = fp32_accuracy - accuracy
-            # 1e-9: accuracies are ratios of counts; equal counts must not fail by float rounding
-            passed = drop <= max_drop + 1e-9
-            attempts.append({
-                "method": method, "accuracy": accuracy, "drop": round(drop, 6),
-                "p50_ms": round(float(measure_p50(path)), 3) if measure_p50 else None, "passed": passed,
-                "size_mb": round(file_mb(path), 2), **details,
-            })
-            files[method] = path
-            if passed:
+            attempts.append(_attempt(method, fp32_path, path, work, calibration, exclude_top, evaluate,
+                                     fp32_accuracy, max_drop, measure_p50))
+            if attempts[-1]["accuracy"] is not None:
+                files[method] = path
+            if attempts[-1]["passed"]:
                 break
         if not files:
             raise ExportError(

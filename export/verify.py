@@ -339,6 +339,53 @@ def _gpu_path(bundle: Path, parity: dict | None, grid: dict | None, warmup: int,
     return result
 
 
+def _load_sessions(bundle: Path, threads: int, checks: _Checks) -> dict:
+    sessions: dict[str, object] = {}
+    for key, filename in MODELS.items():
+        if (bundle / filename).is_file():
+            try:
+                sessions[key] = make_session(bundle / filename, threads)
+            except Exception as error:  # ORT's own message says what is wrong with the graph
+                checks.add(f"load {filename}", False, f"ONNX Runtime cannot load {filename}: {str(error).strip()[:300]}")
+    return sessions
+
+
+def _check_parity_file(bundle: Path, sessions: dict, checks: _Checks) -> dict | None:
+    """Rerun parity.json's inputs on both models; returns the parity data (None when unusable)."""
+    parity, parity_problem = _read_json(bundle / PARITY)
+    if parity is None:
+        checks.add("parity", False, parity_problem)
+        return None
+    try:
+        input_ids = np.asarray(parity["inputs"]["input_ids"], dtype=np.int64)
+        attention_mask = np.asarray(parity["inputs"]["attention_mask"], dtype=np.int64)
+        stored = {fmt: (np.asarray(parity["models"][fmt]["logits"], dtype=np.float32), float(parity["models"][fmt]["atol"]))
+                  for fmt in ("fp32", "int8")}
+    except (KeyError, TypeError, ValueError) as error:
+        checks.add("parity", False, f"{PARITY} is malformed ({error!r}); regenerate the bundle")
+        return None
+    for fmt, key in (("fp32", "onnx_fp32"), ("int8", "onnx_int8")):
+        if key not in sessions:
+            checks.add(f"parity {fmt}", False, f"{MODELS[key]} could not be run")
+            continue
+        expected, atol = stored[fmt]
+        logits = sessions[key].run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+        _parity(fmt, logits, expected, atol, checks)
+        _argmax_check(fmt, logits, expected, atol, checks)
+    return parity
+
+
+def _grid_sizes(bundle: Path, spec: dict | None) -> tuple[dict, list[int], int | None]:
+    """(grid batch sizes and sequence lengths, sequence lengths dropped as too long, max positions)."""
+    grid_sizes = dict(DEFAULT_GRID)
+    if spec and isinstance(spec.get("latency_grid"), dict):
+        grid_sizes = {k: [int(v) for v in spec["latency_grid"].get(k, DEFAULT_GRID[k])] for k in DEFAULT_GRID}
+    max_positions = _max_positions(bundle, spec)
+    too_long = [s for s in grid_sizes["seq_lens"] if max_positions and s > max_positions]
+    grid_sizes["seq_lens"] = [s for s in grid_sizes["seq_lens"] if s not in too_long]
+    return grid_sizes, too_long, max_positions
+
+
 def verify_bundle(
     bundle: Path,
     threads: int | None = None,
@@ -378,50 +425,15 @@ def verify_bundle(
     spec, spec_problem = _read_json(bundle / INPUT_SPEC)
     _check_required(bundle, spec, checks)
 
-    sessions: dict[str, object] = {}
-    for key, filename in MODELS.items():
-        if (bundle / filename).is_file():
-            try:
-                sessions[key] = make_session(bundle / filename, threads)
-            except Exception as error:  # ORT's own message says what is wrong with the graph
-                checks.add(f"load {filename}", False, f"ONNX Runtime cannot load {filename}: {str(error).strip()[:300]}")
+    sessions = _load_sessions(bundle, threads, checks)
     if spec is not None:
         for key, session in sessions.items():
             _check_interface(MODELS[key], session, spec, checks)
     elif spec_problem:
         checks.add("input spec", False, spec_problem)
+    parity = _check_parity_file(bundle, sessions, checks)
 
-    parity, parity_problem = _read_json(bundle / PARITY)
-    if parity is None:
-        checks.add("parity", False, parity_problem)
-    else:
-        try:
-            input_ids = np.asarray(parity["inputs"]["input_ids"], dtype=np.int64)
-            attention_mask = np.asarray(parity["inputs"]["attention_mask"], dtype=np.int64)
-            stored = {fmt: (np.asarray(parity["models"][fmt]["logits"], dtype=np.float32), float(parity["models"][fmt]["atol"]))
-                      for fmt in ("fp32", "int8")}
-        except (KeyError, TypeError, ValueError) as error:
-            checks.add("parity", False, f"{PARITY} is malformed ({error!r}); regenerate the bundle")
-            parity = None
-        else:
-            for fmt, key in (("fp32", "onnx_fp32"), ("int8", "onnx_int8")):
-                if key not in sessions:
-                    checks.add(f"parity {fmt}", False, f"{MODELS[key]} could not be run")
-                    continue
-                expected, atol = stored[fmt]
-                logits = sessions[key].run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
-                _parity(fmt, logits, expected, atol, checks)
-                _argmax_check(fmt, logits, expected, atol, checks)
-
-    grid_sizes = dict(DEFAULT_GRID)
-    if spec and isinstance(spec.get("latency_grid"), dict):
-        grid_sizes = {k: [int(v) for v in spec["latency_grid"].get(k, DEFAULT_GRID[k])] for k in DEFAULT_GRID}
-    max_positions = _max_positions(bundle, spec)
-    if max_positions:
-        too_long = [s for s in grid_sizes["seq_lens"] if s > max_positions]
-        grid_sizes["seq_lens"] = [s for s in grid_sizes["seq_lens"] if s <= max_positions]
-    else:
-        too_long = []
+    grid_sizes, too_long, max_positions = _grid_sizes(bundle, spec)
     vocab = _vocab_size(bundle, spec)
     measured = dict(measured or {})
     if grid:
