@@ -294,9 +294,8 @@ def write_triton_repository(
     model_dir = bundle / TRITON_DIR / name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     target = model_dir / "1" / "model.onnx"
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    with runtime.replacing(target) as tmp:
+        shutil.copyfile(source, tmp)
     write_atomic(model_dir / "labels.txt", "\n".join(labels) + "\n")
 
     inputs = ",\n".join(

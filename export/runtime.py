@@ -13,6 +13,7 @@ import os
 import platform
 import statistics
 import time
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -67,12 +68,27 @@ def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename: never a truncated file."""
+@contextmanager
+def replacing(path: Path):
+    """Yield a temporary path beside ``path``; when the block succeeds it is renamed onto ``path``,
+    when it fails it is removed. A reader never sees a half-written ``path``.
+
+        with replacing(out) as tmp:
+            writer.save(str(tmp))
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename: never a truncated file."""
+    with replacing(path) as tmp:
+        tmp.write_text(text)
 
 
 # --------------------------------------------------------------------------------------------
