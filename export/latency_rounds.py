@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from distilprune.export.runtime import machine_info, make_session, nearest_rank, random_inputs, time_samples, write_atomic
@@ -38,9 +39,11 @@ NOISY_SPREAD = 0.20
 HEAVY_MODULES = ("torch", "lightning", "wandb", "transformers")
 
 
-def runs_per_round(runs: int, rounds: int) -> int:
-    """Timed calls per model and cell in each round: ``runs`` split over the rounds, at least 10."""
-    return max(MIN_RUNS_PER_ROUND, math.ceil(runs / max(1, rounds)))
+def runs_per_round(runs: int, rounds: int, headline: bool = True) -> int:
+    """Timed calls per model and cell in each round: ``runs`` split over the rounds; at least 10 at the
+    headline cell (cheap, and the one every ratio and the selection read), at least 2 elsewhere, so the
+    grid costs about what ``runs`` calls per cell cost in one pass."""
+    return max(MIN_RUNS_PER_ROUND if headline else 2, math.ceil(runs / max(1, rounds)))
 
 
 def summarize(round_samples: list[list[float]]) -> dict:
@@ -111,8 +114,10 @@ def _pytorch_runner(model: dict, threads: int, vocab_size: int):
 
 def run_job(job: dict) -> dict:
     """Time every model of ``job`` at its cells in alternating rounds; see the module docstring."""
+    started = time.perf_counter()
     threads, rounds, warmup = int(job["threads"]), int(job["rounds"]), int(job["warmup"])
-    per_round = runs_per_round(int(job["runs"]), rounds)
+    headline = tuple(job["headline"])
+    per_round = {True: runs_per_round(int(job["runs"]), rounds), False: runs_per_round(int(job["runs"]), rounds, False)}
     runners, details = {}, {}
     for model in job["models"]:
         build = _onnx_runner if model["kind"] == "onnx" else _pytorch_runner
@@ -125,13 +130,14 @@ def run_job(job: dict) -> dict:
     samples: dict[tuple, list[list[float]]] = {key: [] for key in calls}
     for index in range(rounds):
         for (key, cell), call in calls.items():
-            samples[(key, cell)].append(time_samples(call, warmup if index == 0 else REWARM_CALLS, per_round))
+            samples[(key, cell)].append(time_samples(call, warmup if index == 0 else REWARM_CALLS, per_round[cell == headline]))
     models = {m["key"]: {"details": details[m["key"]], "cells": []} for m in job["models"]}
     for (key, cell), rounds_of_samples in samples.items():
         models[key]["cells"].append({"batch_size": cell[0], "seq_len": cell[1], **summarize(rounds_of_samples)})
     return {
-        "machine": machine_info(threads), "rounds": rounds, "warmup": warmup, "runs_per_round": per_round,
-        "rewarm_calls": REWARM_CALLS, "models": models,
+        "machine": machine_info(threads), "rounds": rounds, "warmup": warmup, "runs_per_round": per_round[True],
+        "runs_per_round_elsewhere": per_round[False], "rewarm_calls": REWARM_CALLS, "models": models,
+        "seconds": round(time.perf_counter() - started, 1),
         "heavy_modules_loaded": sorted(name for name in HEAVY_MODULES if name in sys.modules),
     }
 

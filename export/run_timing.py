@@ -33,7 +33,7 @@ def _job(report: dict, teacher_dir: Path, checkpoints: list[tuple], rounds: int,
         models += [{"key": f"{entry['name']}/{fmt}", "kind": "onnx", "path": str(path), "cells": onnx_cells}
                    for fmt, path in zip(ONNX_FORMATS, (fp32_path, int8_path), strict=True)]
     return {"threads": setup["threads"], "warmup": setup["warmup"], "runs": setup["runs"], "rounds": rounds,
-            "vocab_size": vocab_size, "models": models}
+            "vocab_size": vocab_size, "headline": headline, "models": models}
 
 
 def _cell(timing: dict, key: str, batch_size: int, seq_len: int) -> dict:
@@ -43,6 +43,16 @@ def _cell(timing: dict, key: str, batch_size: int, seq_len: int) -> dict:
 def _unpruned(entries: list[dict]) -> dict | None:
     """The run's checkpoint that was never pruned (density 1), if it kept one."""
     return next((e for e in entries if e.get("density") == 1.0), None)
+
+
+def _save_quietly(model, directory: str) -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the run's console
+    try:
+        model.save_pretrained(directory)
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def time_models(report: dict, teacher, checkpoints: list[tuple], rounds: int, vocab_size: int) -> dict:
@@ -56,7 +66,7 @@ def time_models(report: dict, teacher, checkpoints: list[tuple], rounds: int, vo
     """
     setup = report["latency_setup"]
     with tempfile.TemporaryDirectory(prefix="distilprune-teacher-") as tmp:
-        teacher.save_pretrained(tmp)  # the child loads it as Hugging Face ships it, in PyTorch fp32
+        _save_quietly(teacher, tmp)  # the child loads it as Hugging Face ships it, in PyTorch fp32
         gc.collect()  # nothing of this process should page or collect while the child times
         try:
             timing = latency_rounds.measure_in_child(_job(report, Path(tmp), checkpoints, rounds, vocab_size))
@@ -80,7 +90,9 @@ def time_models(report: dict, teacher, checkpoints: list[tuple], rounds: int, vo
         for fmt in ("pytorch_fp32", *ONNX_FORMATS):
             entry["latency_ms"][fmt]["vs_unpruned"] = latency_rounds.ratio(unpruned["latency_ms"][fmt], entry["latency_ms"][fmt])
     setup.update({
-        "rounds": timing["rounds"], "runs_per_round": timing["runs_per_round"], "rewarm_calls": timing["rewarm_calls"],
+        "rounds": timing["rounds"], "runs_per_round": timing["runs_per_round"],
+        "runs_per_round_elsewhere": timing["runs_per_round_elsewhere"], "rewarm_calls": timing["rewarm_calls"],
+        "timing_seconds": timing["seconds"],
         "process": "one fresh Python process after training: numpy + onnxruntime, PyTorch loaded only for the "
                    "PyTorch models (teacher and students), every model timed in alternating rounds",
         "heavy_modules_loaded": timing["heavy_modules_loaded"], "noisy_spread": latency_rounds.NOISY_SPREAD,
