@@ -40,10 +40,11 @@ HEAVY_MODULES = ("torch", "lightning", "wandb", "transformers")
 
 
 def runs_per_round(runs: int, rounds: int, headline: bool = True) -> int:
-    """Timed calls per model and cell in each round: ``runs`` split over the rounds; at least 10 at the
-    headline cell (cheap, and the one every ratio and the selection read), at least 2 elsewhere, so the
-    grid costs about what ``runs`` calls per cell cost in one pass."""
-    return max(MIN_RUNS_PER_ROUND if headline else 2, math.ceil(runs / max(1, rounds)))
+    """Timed calls per model and cell in each round: ``runs`` split over the rounds, so the grid costs
+    about what ``runs`` calls per cell cost in one pass; at the headline cell (cheap, and the one every
+    ratio and the selection read) at least ``min(runs, 10)``, so each round median stands on its own."""
+    split = math.ceil(runs / max(1, rounds))
+    return max(split, min(runs, MIN_RUNS_PER_ROUND)) if headline else max(1, split)
 
 
 def summarize(round_samples: list[list[float]]) -> dict:
