@@ -33,6 +33,7 @@ DEFAULT_ROUNDS = 5
 # Timed calls per round at least: a round median of fewer calls is itself noise.
 MIN_RUNS_PER_ROUND = 10
 # Untimed calls before a model's turn in rounds after the first: wakes its thread pool and caches.
+# Two at the headline cell (milliseconds each), one at the grid's larger cells (one call fills the caches).
 REWARM_CALLS = 2
 # A measurement whose round medians spread over more than this fraction of their median is flagged.
 NOISY_SPREAD = 0.20
@@ -131,7 +132,8 @@ def run_job(job: dict) -> dict:
     samples: dict[tuple, list[list[float]]] = {key: [] for key in calls}
     for index in range(rounds):
         for (key, cell), call in calls.items():
-            samples[(key, cell)].append(time_samples(call, warmup if index == 0 else REWARM_CALLS, per_round[cell == headline]))
+            rewarm = REWARM_CALLS if cell == headline else 1
+            samples[(key, cell)].append(time_samples(call, warmup if index == 0 else rewarm, per_round[cell == headline]))
     models = {m["key"]: {"details": details[m["key"]], "cells": []} for m in job["models"]}
     for (key, cell), rounds_of_samples in samples.items():
         models[key]["cells"].append({"batch_size": cell[0], "seq_len": cell[1], **summarize(rounds_of_samples)})
