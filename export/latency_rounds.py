@@ -9,9 +9,9 @@ the accuracy passes. ONNX models need only numpy and onnxruntime (this module an
 :mod:`distilprune.export.runtime`); PyTorch is imported only when the job has PyTorch models (the
 teacher, the students in PyTorch), with its thread count set before the first forward.
 
-Each round times every model at every one of its cells once (``runs_per_round`` timed calls after a
-warmup), model after model, so a burst of load from elsewhere on the machine hits all models of that
-round alike instead of one model's whole measurement. Per model and cell the result is the median of
+Cell by cell (the headline cell first), each round times every model of the cell once
+(``runs_per_round`` timed calls after a warmup), model after model, so a burst of load from elsewhere
+on the machine hits all models of that round alike instead of one model's whole measurement. Per model and cell the result is the median of
 the round medians (p50), the min and max of the round medians (spread), and p95/p99 over all samples
 of all rounds. A ratio between two models is the median over rounds of the per-round ratio.
 """
@@ -33,8 +33,12 @@ DEFAULT_ROUNDS = 5
 # Timed calls per round at least: a round median of fewer calls is itself noise.
 MIN_RUNS_PER_ROUND = 10
 # Untimed calls before a model's turn in rounds after the first: wakes its thread pool and caches.
-# Two at the headline cell (milliseconds each), one at the grid's larger cells (one call fills the caches).
+# Two at the headline cell (milliseconds each), one at the grid's larger cells (one call fills the caches),
+# and in every case for at least REWARM_SECONDS: the previous model's thread pool keeps spinning for a
+# while after its last call (ONNX Runtime and OpenMP both spin before they sleep), and timing through
+# that competes with it for the cores.
 REWARM_CALLS = 2
+REWARM_SECONDS = 0.1
 # A measurement whose round medians spread over more than this fraction of their median is flagged.
 NOISY_SPREAD = 0.20
 HEAVY_MODULES = ("torch", "lightning", "wandb", "transformers")
@@ -114,6 +118,15 @@ def _pytorch_runner(model: dict, threads: int, vocab_size: int):
     return runner, details
 
 
+def _rewarm(call, calls: int) -> None:
+    """``calls`` untimed calls, continued until REWARM_SECONDS have passed."""
+    end = time.perf_counter() + REWARM_SECONDS
+    done = 0
+    while done < calls or time.perf_counter() < end:
+        call()
+        done += 1
+
+
 def run_job(job: dict) -> dict:
     """Time every model of ``job`` at its cells in alternating rounds; see the module docstring."""
     started = time.perf_counter()
@@ -130,16 +143,23 @@ def run_job(job: dict) -> dict:
     calls = {(m["key"], cell): runners[m["key"]](*cell)
              for cell in cells for m in job["models"] if list(cell) in [list(c) for c in m["cells"]]}
     samples: dict[tuple, list[list[float]]] = {key: [] for key in calls}
-    for index in range(rounds):
+    # The headline cell's rounds first, then each other cell's: rounds of the headline interleaved
+    # with the grid's large batches ran 30% slower after the first round (2026-11-30, 2 cores), while
+    # the headline alone matched bench/same_process_latency.py.
+    order = sorted(cells, key=lambda cell: cell != headline)
+    for cell_now, index in ((cell, index) for cell in order for index in range(rounds)):
         for (key, cell), call in calls.items():
-            rewarm = REWARM_CALLS if cell == headline else 1
-            samples[(key, cell)].append(time_samples(call, warmup if index == 0 else rewarm, per_round[cell == headline]))
+            if cell != cell_now:
+                continue
+            _rewarm(call, warmup if index == 0 else REWARM_CALLS if cell == headline else 1)
+            samples[(key, cell)].append(time_samples(call, 0, per_round[cell == headline]))
     models = {m["key"]: {"details": details[m["key"]], "cells": []} for m in job["models"]}
     for (key, cell), rounds_of_samples in samples.items():
         models[key]["cells"].append({"batch_size": cell[0], "seq_len": cell[1], **summarize(rounds_of_samples)})
     return {
         "machine": machine_info(threads), "rounds": rounds, "warmup": warmup, "runs_per_round": per_round[True],
-        "runs_per_round_elsewhere": per_round[False], "rewarm_calls": REWARM_CALLS, "models": models,
+        "runs_per_round_elsewhere": per_round[False], "rewarm_calls": REWARM_CALLS, "rewarm_seconds": REWARM_SECONDS,
+        "models": models,
         "seconds": round(time.perf_counter() - started, 1),
         "heavy_modules_loaded": sorted(name for name in HEAVY_MODULES if name in sys.modules),
     }

@@ -69,7 +69,7 @@ def _latency_lines(report: dict) -> list[str]:
         head + f"Every model timed in {setup['process']}: {setup['rounds']} rounds x {setup['runs_per_round']} timed "
         f"runs per model at this cell ({setup.get('runs_per_round_elsewhere', setup['runs_per_round'])} at the other "
         f"grid cells; {setup['warmup']} warmup calls before the first round, {setup['rewarm_calls']} (1 at the other "
-        f"cells) before each later one; {setup.get('timing_seconds', '?')} s in all). p50 = {setup['p50']}; spread = {setup['spread']} (\"noisy\" when it exceeds "
+        f"cells), for at least {setup.get('rewarm_seconds', 0)} s, before each later one; {setup.get('timing_seconds', '?')} s in all). p50 = {setup['p50']}; spread = {setup['spread']} (\"noisy\" when it exceeds "
         f"{100 * setup['noisy_spread']:.0f}% of the p50); p95 {setup['p95_p99']}; speedups = {setup['ratios']}.  ",
     ]
 

@@ -92,6 +92,7 @@ def time_models(report: dict, teacher, checkpoints: list[tuple], rounds: int, vo
     setup.update({
         "rounds": timing["rounds"], "runs_per_round": timing["runs_per_round"],
         "runs_per_round_elsewhere": timing["runs_per_round_elsewhere"], "rewarm_calls": timing["rewarm_calls"],
+        "rewarm_seconds": timing["rewarm_seconds"],
         "timing_seconds": timing["seconds"],
         "process": "one fresh Python process after training: numpy + onnxruntime, PyTorch loaded only for the "
                    "PyTorch models (teacher and students), every model timed in alternating rounds",
