@@ -27,7 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from distilprune.export.runtime import machine_info, make_session, nearest_rank, random_inputs, time_samples, write_atomic
+from distilprune.export.runtime import (
+    MIN_WARMUP_SECONDS, machine_info, make_session, nearest_rank, random_inputs, time_samples, write_atomic,
+)
 
 DEFAULT_ROUNDS = 5
 # Timed calls per round at least: a round median of fewer calls is itself noise.
@@ -38,7 +40,7 @@ MIN_RUNS_PER_ROUND = 10
 # while after its last call (ONNX Runtime and OpenMP both spin before they sleep), and timing through
 # that competes with it for the cores.
 REWARM_CALLS = 2
-REWARM_SECONDS = 0.1
+REWARM_SECONDS = MIN_WARMUP_SECONDS
 # A measurement whose round medians spread over more than this fraction of their median is flagged.
 NOISY_SPREAD = 0.20
 HEAVY_MODULES = ("torch", "lightning", "wandb", "transformers")
@@ -118,15 +120,6 @@ def _pytorch_runner(model: dict, threads: int, vocab_size: int):
     return runner, details
 
 
-def _rewarm(call, calls: int) -> None:
-    """``calls`` untimed calls, continued until REWARM_SECONDS have passed."""
-    end = time.perf_counter() + REWARM_SECONDS
-    done = 0
-    while done < calls or time.perf_counter() < end:
-        call()
-        done += 1
-
-
 def run_job(job: dict) -> dict:
     """Time every model of ``job`` at its cells in alternating rounds; see the module docstring."""
     started = time.perf_counter()
@@ -151,8 +144,8 @@ def run_job(job: dict) -> dict:
         for (key, cell), call in calls.items():
             if cell != cell_now:
                 continue
-            _rewarm(call, warmup if index == 0 else REWARM_CALLS if cell == headline else 1)
-            samples[(key, cell)].append(time_samples(call, 0, per_round[cell == headline]))
+            rewarm = warmup if index == 0 else REWARM_CALLS if cell == headline else 1
+            samples[(key, cell)].append(time_samples(call, max(1, rewarm), per_round[cell == headline]))
     models = {m["key"]: {"details": details[m["key"]], "cells": []} for m in job["models"]}
     for (key, cell), rounds_of_samples in samples.items():
         models[key]["cells"].append({"batch_size": cell[0], "seq_len": cell[1], **summarize(rounds_of_samples)})

@@ -173,10 +173,24 @@ def random_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0)
     return input_ids, np.ones_like(input_ids)
 
 
-def time_samples(fn, warmup: int, runs: int) -> list[float]:
-    """Wall times in milliseconds of ``runs`` calls of ``fn()`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
+# Untimed calls continue for at least this long: another session's (or PyTorch's) thread pool keeps
+# spinning for a while after its last call, and timing through that competes with it for the cores.
+MIN_WARMUP_SECONDS = 0.1
+
+
+def warm_up(fn, calls: int, seconds: float = MIN_WARMUP_SECONDS) -> None:
+    """``calls`` untimed calls of ``fn()``, continued until ``seconds`` have passed (none when calls is 0)."""
+    end = time.perf_counter() + seconds
+    done = 0
+    while done < calls or (calls and time.perf_counter() < end):
         fn()
+        done += 1
+
+
+def time_samples(fn, warmup: int, runs: int) -> list[float]:
+    """Wall times in milliseconds of ``runs`` calls of ``fn()`` after ``warmup`` untimed calls (lasting
+    at least :data:`MIN_WARMUP_SECONDS` when ``warmup`` > 0)."""
+    warm_up(fn, warmup)
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
