@@ -7,7 +7,8 @@ tokenizer files and ``config.json``. The functions here add, in this order:
     write_parity_vectors  parity.json       tokenized inputs with their expected fp32 and INT8 logits
     write_triton_repository  triton/<name>/ a Triton model repository (ONNX Runtime backend, CPU)
     write_model_card      README.md         generated only from measured numbers
-    copy_verifier         verify_bundle.py  the standalone verification tool (numpy + onnxruntime)
+    copy_verifier         verify_bundle.py  the standalone verification tool (numpy + onnxruntime),
+                          verify_runtime.py with the sessions, timing and machine facts it uses
     write_manifest        manifest.json     sha256 and size of every other file; written last
 
 ``python <bundle>/verify_bundle.py <bundle>`` then checks the bundle on any machine.
@@ -24,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from distilprune.errors import ConfigError, ExportError
-from distilprune.export import verify
+from distilprune.export import runtime, verify
 from distilprune.export.onnx_export import DYNAMIC_AXES, INPUT_NAMES, OUTPUT_NAMES
-from distilprune.export.report import write_atomic
+from distilprune.export.runtime import write_atomic
 
 # Parity tolerances (absolute, on logits) for the serving team's machine, which may not be ours.
 # fp32: the same graph on another CPU changes only GEMM blocking and FMA order, ~1e-6 relative on
@@ -220,10 +221,10 @@ def write_parity_vectors(
         path = bundle / verify.MODELS[key]
         if not path.is_file():
             raise ExportError(f"{path} is missing; export the model into the bundle before writing parity vectors.")
-        logits = verify.make_session(path, threads).run(OUTPUT_NAMES, feed)[0]  # (texts, labels) float32
+        logits = runtime.make_session(path, threads).run(OUTPUT_NAMES, feed)[0]  # (texts, labels) float32
         # float32 -> Python float is exact and json writes the shortest repr that round-trips
         models[fmt] = {"file": path.name, "logits": logits.tolist(), "argmax": logits.argmax(-1).tolist(), "atol": float(atol)}
-    machine = verify.machine_info(threads)
+    machine = runtime.machine_info(threads)
     parity = {
         "texts": texts,
         "max_seq_len": int(max_seq_len),
@@ -293,9 +294,8 @@ def write_triton_repository(
     model_dir = bundle / TRITON_DIR / name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     target = model_dir / "1" / "model.onnx"
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    with runtime.replacing(target) as tmp:
+        shutil.copyfile(source, tmp)
     write_atomic(model_dir / "labels.txt", "\n".join(labels) + "\n")
 
     inputs = ",\n".join(
@@ -406,6 +406,81 @@ def _serving_lines(bundle: Path) -> list[str]:
     return lines
 
 
+def _acc(value, ci: dict | None) -> str:
+    """Accuracy in % with its 95% bootstrap interval where the run measured one."""
+    if value is None or not ci:
+        return _pct(value)
+    return f"{_pct(value)} [{_pct(ci.get('low'))}, {_pct(ci.get('high'))}]"
+
+
+def _acc_of(ckpt: dict, fmt: str) -> str:
+    return _acc(_get(ckpt, "accuracy", fmt), _get(ckpt, "accuracy_ci", fmt))
+
+
+def _difference_lines(ckpt: dict) -> list[str]:
+    differences = ckpt.get("accuracy_differences") or {}
+    if not differences:
+        return []
+    return ["", "Accuracy differences on the same test examples (paired bootstrap, 95% interval, points): " + "; ".join(
+        f"{name} {100 * d['difference']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
+        for name, d in differences.items()) + "."]
+
+
+def _timing_lines(card: dict) -> list[str]:
+    setup = card.get("latency_setup") or {}
+    if "rounds" not in setup:
+        return []
+    return ["", f"Every latency in this card comes from one measurement: {setup['process']}, {setup['rounds']} rounds x "
+                f"{setup['runs_per_round']} timed runs per model and cell; p50 = {setup['p50']}, p95 {setup['p95_p99']}."]
+
+
+def _data_and_machine_lines(card: dict) -> list[str]:
+    lines: list[str] = []
+    data = card.get("data") or {}
+    rows = data.get("rows") or {}
+    lines += [
+        "", "## Data", "",
+        f"Source: {_text(data.get('source'))}. Rows: train {_text(rows.get('train'))}, validation "
+        f"{_text(rows.get('validation'))}, test {_text(rows.get('test'))}.",
+    ]
+    machine = card.get("machine") or {}
+    lines += [
+        "", "## Machine and libraries", "",
+        f"- CPU: {_text(machine.get('cpu'))}; instruction sets: {_text(machine.get('instruction_sets'))}; "
+        f"threads: {_text(machine.get('threads'))}.",
+        f"- Python {_text(machine.get('python'))}, torch {_text(machine.get('torch'))}, onnxruntime "
+        f"{_text(machine.get('onnxruntime'))}; {_text(machine.get('platform'))}.",
+    ]
+    libraries = card.get("libraries") or {}
+    if libraries:
+        lines.append("- Libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(libraries.items())) + ".")
+    return lines
+
+
+def _verify_and_limits_lines(card: dict) -> list[str]:
+    return [
+        "", "## How to verify", "",
+        "On the serving machine, with only numpy and onnxruntime installed:", "",
+        "```bash",
+        card.get("how_to_verify") or "python verify_bundle.py .",
+        "```", "",
+        "It checks every file against `manifest.json` (sha256), reruns the parity vectors in `parity.json` "
+        "on both models, measures the latency grid and fails (exit 1) when the INT8 p95 exceeds the budget.",
+        "", "## Limitations", "",
+        "- INT8 latency and logits depend on the CPU's instruction set: AVX-512 VNNI and AMX have int8 dot-product "
+        "instructions, AVX2 needs a longer instruction sequence with a saturating intermediate, so the INT8 speed-up measured "
+        "above may not hold on another CPU and INT8 logits differ slightly between CPUs (parity.json allows for "
+        "it). Re-measure with the verification tool before relying on the numbers.",
+        "- Latencies were measured on the machine above with the stated threads, random token ids and a full "
+        "attention mask; real traffic with padding, other thread counts or a busy machine differs.",
+        "- Accuracy is on the test split of the data named above only. The INT8 accuracy was measured "
+        f"{_text(_get(card, 'export', 'int8_eval_batch_size'))} sentence(s) per call: dynamic INT8 computes each activation "
+        "scale over the whole input tensor, so with batching (Triton's dynamic batcher included) a sentence's INT8 "
+        "prediction can depend on the requests batched with it and on their padding.",
+        "",
+    ]
+
+
 def write_model_card(bundle: Path, card: dict) -> Path:
     """Write ``README.md`` from the numbers in ``card`` only; a missing value prints as "not measured".
 
@@ -427,17 +502,19 @@ def write_model_card(bundle: Path, card: dict) -> Path:
         "",
         "## Accuracy and size",
         "",
-        "| model | format | test accuracy | size MB |",
+        f"| model | format | test accuracy{' % [95% bootstrap interval]' if ckpt.get('accuracy_ci') else ''} | size MB |",
         "|---|---|---|---|",
-        f"| teacher | PyTorch fp32 | {_pct(teacher.get('accuracy'))} | - |",
-        f"| student | PyTorch fp32 | {_pct(_get(ckpt, 'accuracy', 'pytorch_fp32'))} | - |",
-        f"| student | ONNX fp32 (`model.onnx`) | {_pct(_get(ckpt, 'accuracy', 'onnx_fp32'))} | {_ms(_get(ckpt, 'size_mb', 'onnx_fp32'))} |",
-        f"| student | ONNX INT8 (`model.int8.onnx`, {_text(int8_method)}) | {_pct(_get(ckpt, 'accuracy', 'onnx_int8'))} | "
+        f"| teacher | PyTorch fp32 | {_acc(teacher.get('accuracy'), teacher.get('accuracy_ci'))} | - |",
+        f"| student | PyTorch fp32 | {_acc_of(ckpt, 'pytorch_fp32')} | - |",
+        f"| student | ONNX fp32 (`model.onnx`) | {_acc_of(ckpt, 'onnx_fp32')} | {_ms(_get(ckpt, 'size_mb', 'onnx_fp32'))} |",
+        f"| student | ONNX INT8 (`model.int8.onnx`, {_text(int8_method)}) | {_acc_of(ckpt, 'onnx_int8')} | "
         f"{_ms(_get(ckpt, 'size_mb', 'onnx_int8'))} |",
+        *_difference_lines(ckpt),
         "",
         "Teacher latency (PyTorch fp32): " + ", ".join(
             f"{q} {_ms(v)}" + (" ms" if v is not None else "")
             for q in ("p50", "p95", "p99") for v in [_get(teacher, "latency_ms", "pytorch_fp32", q)]) + ".",
+        *_timing_lines(card),
         "",
         "## Structure",
         "",
@@ -457,9 +534,8 @@ def write_model_card(bundle: Path, card: dict) -> Path:
     lines += ["", *_budget_lines(card), "", "## INT8 quantization", "", f"Shipped: {_text(int8_method)}."]
     attempts = _get(ckpt, "int8", "attempts") or []
     if attempts:
-        lines += ["", "| method | accuracy | p50 ms | passed the accuracy gate |", "|---|---|---|---|"]
-        lines += [f"| {_text(a.get('method'))} | {_pct(a.get('accuracy'))} | {_ms(a.get('p50_ms'))} | "
-                  f"{_text(a.get('passed'))} |" for a in attempts]
+        lines += ["", "| method | accuracy | passed the accuracy gate |", "|---|---|---|"]
+        lines += [f"| {_text(a.get('method'))} | {_pct(a.get('accuracy'))} | {_text(a.get('passed'))} |" for a in attempts]
     gpu = _get(ckpt, "gpu")
     lines += ["", "## GPU", ""]
     if isinstance(gpu, dict) and set(gpu) <= {"status"}:
@@ -468,46 +544,7 @@ def write_model_card(bundle: Path, card: dict) -> Path:
         lines += ["```json", json.dumps(gpu, indent=2), "```"]
     else:
         lines.append(f"GPU: {NOT_MEASURED}.")
-    data = card.get("data") or {}
-    rows = data.get("rows") or {}
-    lines += [
-        "", "## Data", "",
-        f"Source: {_text(data.get('source'))}. Rows: train {_text(rows.get('train'))}, validation "
-        f"{_text(rows.get('validation'))}, test {_text(rows.get('test'))}.",
-    ]
-    machine = card.get("machine") or {}
-    lines += [
-        "", "## Machine and libraries", "",
-        f"- CPU: {_text(machine.get('cpu'))}; instruction sets: {_text(machine.get('instruction_sets'))}; "
-        f"threads: {_text(machine.get('threads'))}.",
-        f"- Python {_text(machine.get('python'))}, torch {_text(machine.get('torch'))}, onnxruntime "
-        f"{_text(machine.get('onnxruntime'))}; {_text(machine.get('platform'))}.",
-    ]
-    libraries = card.get("libraries") or {}
-    if libraries:
-        lines.append("- Libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(libraries.items())) + ".")
-    lines += ["", *_serving_lines(bundle)]
-    lines += [
-        "", "## How to verify", "",
-        "On the serving machine, with only numpy and onnxruntime installed:", "",
-        "```bash",
-        card.get("how_to_verify") or "python verify_bundle.py .",
-        "```", "",
-        "It checks every file against `manifest.json` (sha256), reruns the parity vectors in `parity.json` "
-        "on both models, measures the latency grid and fails (exit 1) when the INT8 p95 exceeds the budget.",
-        "", "## Limitations", "",
-        "- INT8 latency and logits depend on the CPU's instruction set: AVX-512 VNNI and AMX have int8 dot-product "
-        "instructions, AVX2 needs a longer instruction sequence with a saturating intermediate, so the INT8 speed-up measured "
-        "above may not hold on another CPU and INT8 logits differ slightly between CPUs (parity.json allows for "
-        "it). Re-measure with the verification tool before relying on the numbers.",
-        "- Latencies were measured on the machine above with the stated threads, random token ids and a full "
-        "attention mask; real traffic with padding, other thread counts or a busy machine differs.",
-        "- Accuracy is on the test split of the data named above only. The INT8 accuracy was measured "
-        f"{_text(_get(card, 'export', 'int8_eval_batch_size'))} sentence(s) per call: dynamic INT8 computes each activation "
-        "scale over the whole input tensor, so with batching (Triton's dynamic batcher included) a sentence's INT8 "
-        "prediction can depend on the requests batched with it and on their padding.",
-        "",
-    ]
+    lines += _data_and_machine_lines(card) + ["", *_serving_lines(bundle)] + _verify_and_limits_lines(card)
     path = bundle / "README.md"
     write_atomic(path, "\n".join(lines))
     return path
@@ -518,7 +555,9 @@ def write_model_card(bundle: Path, card: dict) -> Path:
 
 
 def copy_verifier(bundle: Path) -> Path:
-    """Copy the standalone verifier (this package's ``verify.py``) into the bundle as ``verify_bundle.py``."""
+    """Copy the standalone verifier (this package's ``verify.py``) into the bundle as ``verify_bundle.py``,
+    with the base layer it imports (``runtime.py``) beside it as ``verify_runtime.py``."""
+    write_atomic(Path(bundle) / verify.RUNTIME_COPY, Path(runtime.__file__).read_text())
     target = Path(bundle) / "verify_bundle.py"
     write_atomic(target, Path(verify.__file__).read_text())
     os.chmod(target, 0o755)
@@ -531,7 +570,7 @@ def write_manifest(bundle: Path) -> Path:
     Call it last: any file written after it fails verification as unlisted or mismatched.
     """
     bundle = Path(bundle)
-    files = {rel: {"sha256": verify.sha256_file(bundle / rel), "bytes": (bundle / rel).stat().st_size}
+    files = {rel: {"sha256": runtime.sha256_file(bundle / rel), "bytes": (bundle / rel).stat().st_size}
              for rel in verify.bundle_files(bundle)}
     path = bundle / verify.MANIFEST
     write_atomic(path, json.dumps({"algorithm": "sha256", "files": files}, indent=2))

@@ -1,6 +1,7 @@
 """Re-export and re-measure every kept checkpoint of a finished run.
 
-    python -m distilprune.export.cli runs/<recipe>/<time> [--checkpoint final] [--threads 2] [--runs 50]
+    distilprune export runs/<recipe>/<time> [--checkpoint final] [--threads 2] [--runs 50] [--rounds 10]
+    python -m distilprune.export.cli runs/<recipe>/<time> ...      # the same
 
 Writes into ``<run>/reexports/<time>/`` (a new directory each time): nothing the training run wrote
 is overwritten. Uses the run's saved recipe, tokenizer and the teacher recorded in run_info.json.
@@ -20,7 +21,8 @@ from distilprune.config import ConfigError, load_recipe
 from distilprune.errors import DistilpruneError
 
 
-def reexport(run_dir: Path, threads: int | None = None, runs: int | None = None, checkpoints: list[str] | None = None) -> Path:
+def reexport(run_dir: Path, threads: int | None = None, runs: int | None = None, checkpoints: list[str] | None = None,
+             rounds: int | None = None) -> Path:
     from distilprune.data import load_data
     from distilprune.export.report import print_report
     from distilprune.export.run_export import export_run
@@ -42,7 +44,8 @@ def reexport(run_dir: Path, threads: int | None = None, runs: int | None = None,
     teacher = load_teacher(teacher_source, teacher_source, num_labels=None)
     out_dir = run_dir / "reexports" / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=False)
-    result = export_run(run_dir, out_dir, recipe, teacher, tokenizer, data, extra={"training": run_info}, only=checkpoints)
+    result = export_run(run_dir, out_dir, recipe, teacher, tokenizer, data, extra={"training": run_info}, only=checkpoints,
+                        rounds=rounds)
     print_report(result.report, result.json_path, pareto_md=result.pareto_md)
     result.raise_if_failed()
     return result.json_path
@@ -53,11 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--threads", type=int, default=None, help="threads for every latency measurement")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per latency measurement")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="alternating timing rounds over all models (default 5); more rounds: steadier numbers on a busy machine")
     parser.add_argument("--checkpoint", action="append", default=None, metavar="NAME",
                         help="re-export only this kept checkpoint (repeatable); default: all")
     args = parser.parse_args(argv)
+    if any(v is not None and v < 1 for v in (args.threads, args.runs, args.rounds)):
+        Console(stderr=True).print("[bold red]error:[/bold red] --threads, --runs and --rounds must be at least 1.")
+        return 2
     try:
-        reexport(args.run_dir, args.threads, args.runs, args.checkpoint)
+        reexport(args.run_dir, args.threads, args.runs, args.checkpoint, args.rounds)
     except DistilpruneError as error:
         Console(stderr=True).print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
         return error.exit_code

@@ -2,55 +2,13 @@
 
 from __future__ import annotations
 
-import platform
-
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from distilprune.export.onnx_export import ort_logits
-from distilprune.export.verify import time_ms  # one timing routine for the report and the verifier
-
-
-def machine_info(threads: int) -> dict:
-    """CPU model, the instruction sets that matter for INT8/bf16 kernels, and the thread count."""
-    try:
-        import cpuinfo
-
-        info = cpuinfo.get_cpu_info()
-        cpu, flags = info.get("brand_raw", platform.processor()), set(info.get("flags", []))
-    except Exception:  # cpuinfo can fail in odd containers; the report still says what it knows
-        cpu, flags = platform.processor() or platform.machine(), set()
-    isa = [name for name, flag in (
-        ("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AVX-512 VNNI", "avx512_vnni"),
-        ("AVX-512 BF16", "avx512_bf16"), ("AMX", "amx_tile"),
-    ) if flag in flags]
-    return {
-        "cpu": cpu,
-        "instruction_sets": isa,
-        "threads": threads,
-        "logical_cores": _cores(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": _version("onnxruntime"),
-        "platform": platform.platform(),
-    }
-
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 1
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
+from distilprune.export.runtime import machine_info, random_inputs, time_ms  # noqa: F401  (machine_info: one source, re-exported)
 
 
 def _batches(loader: DataLoader):
@@ -82,11 +40,14 @@ def accuracy_onnx(session, loader: DataLoader) -> tuple[float, np.ndarray]:
 
 
 def latency_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random token ids (fixed seed) with a full attention mask: (batch, seq) int64 each."""
-    generator = torch.Generator().manual_seed(seed)
-    # Skip the first ids (special tokens in WordPiece vocabularies) where the vocabulary allows it.
-    input_ids = torch.randint(min(1000, vocab_size // 2), vocab_size, (batch_size, seq_len), generator=generator)
-    return input_ids, torch.ones_like(input_ids)
+    """:func:`distilprune.export.runtime.random_inputs` as torch tensors: (batch, seq) int64 each."""
+    input_ids, attention_mask = random_inputs(batch_size, seq_len, vocab_size, seed)
+    return torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+
+
+def labels(loader: DataLoader) -> np.ndarray:
+    """Gold labels of ``loader`` in iteration order: (examples,) int64."""
+    return np.concatenate([batch["labels"].numpy() for batch in loader])
 
 
 def latency_pytorch(model: nn.Module, inputs, threads: int, warmup: int, runs: int, hf: bool = False) -> dict[str, float]:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from distilprune.errors import ExportError
+from distilprune.export.runtime import make_session, replacing
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAMES = ["logits"]
@@ -66,16 +67,13 @@ def export_onnx(model: nn.Module, path: Path, opset: int = 17) -> Path:
     dummy_ids = torch.randint(0, vocab_size, (2, 16), dtype=torch.long)
     dummy_mask = torch.ones_like(dummy_ids)
     dummy_mask[1, 12:] = 0
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with _quiet(), torch.no_grad():
+        with replacing(path) as tmp, _quiet(), torch.no_grad():
             torch.onnx.export(
                 model, (dummy_ids, dummy_mask), str(tmp), input_names=INPUT_NAMES,
                 output_names=OUTPUT_NAMES, dynamic_axes=DYNAMIC_AXES, opset_version=opset, dynamo=False,
             )
-        tmp.replace(path)
     except OSError as error:
-        tmp.unlink(missing_ok=True)
         raise ExportError(
             f"Could not write {path} ({error.strerror or error}). Free disk space or choose a writable "
             f"output directory; nothing that was already there was changed."
@@ -105,9 +103,8 @@ def optimize_for_cpu(raw_path: Path, out_path: Path) -> dict[str, int]:
         optimized = optimizer.optimize_model(
             str(raw_path), model_type="bert", num_heads=0, hidden_size=0, opt_level=0
         )
-        tmp = out_path.with_name(out_path.name + ".tmp")
-        optimized.save_model_to_file(str(tmp))
-        tmp.replace(out_path)
+        with replacing(out_path) as tmp:
+            optimized.save_model_to_file(str(tmp))
     return count_ops(out_path, FUSED_OPS)
 
 
@@ -115,15 +112,13 @@ def quantize_int8(fp32_path: Path, int8_path: Path, per_channel: bool = False, r
     """Dynamic INT8 quantization of every MatMul's weights (activations quantized at run time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = int8_path.with_name(int8_path.name + ".tmp")
-    with _quiet():
+    with replacing(int8_path) as tmp, _quiet():
         quantize_dynamic(
             str(fp32_path), str(tmp), weight_type=QuantType.QInt8, per_channel=per_channel,
             reduce_range=reduce_range,
             # Fused graphs carry contrib ops whose output types the quantizer cannot infer.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
-    tmp.replace(int8_path)
     return count_ops(int8_path, ("MatMulInteger", "DynamicQuantizeLinear", "QAttention", "DynamicQuantizeMatMul", "MatMul", "Attention"))
 
 
@@ -199,8 +194,6 @@ def export_student(
 def ort_session(path: Path, threads: int):
     """A CPU ONNX Runtime session with ``threads`` intra-op threads and full graph optimization
     (the verifier's session settings, so the report and a bundle's verification measure alike)."""
-    from distilprune.export.verify import make_session
-
     return make_session(path, threads)
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from distilprune.errors import DistilpruneError, ExportError
-from distilprune.export.report import write_atomic
+from distilprune.export.runtime import replacing, write_atomic
 
 FORMAT_NAMES = {"onnx_int8": "ONNX INT8", "onnx_fp32": "ONNX fp32", "pytorch_fp32": "PyTorch fp32"}
 
@@ -206,13 +206,11 @@ def _plot(pts: list[dict], path: Path, fmt: str, batch_size: int, seq_len: int) 
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8,
               frameon=False, labelspacing=1.3, columnspacing=2.0, handletextpad=1.6, borderpad=1.0)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        fig.savefig(tmp, format="png")
-        tmp.replace(path)
+        with replacing(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def _unique_labels(reports: list[dict], labels: list[str] | None) -> list[str]:

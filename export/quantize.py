@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from distilprune.config import INT8_METHODS, ExportConfig
 from distilprune.errors import ConfigError, ExportError
 from distilprune.export.onnx_export import _quiet, count_ops, file_mb, ort_session, quantize_int8
 
-METHODS = ("dynamic", "per_channel", "reduce_range", "static", "exclude_sensitive")
+METHODS = INT8_METHODS  # the recipe schema validates export.int8_method against the same list
 # Nodes that the dynamic quantizer turns into integer kernels on a fused BERT graph; the candidates
 # that exclude_sensitive may keep in float.
 QUANTIZABLE_OPS = ("MatMul", "Gemm", "Attention", "EmbedLayerNormalization")
@@ -218,6 +219,26 @@ def _build(
     return {}
 
 
+def _attempt(method: str, fp32_path: Path, path: Path, work: Path, calibration, exclude_top: int, evaluate,
+             fp32_accuracy: float, max_drop: float, measure_p50) -> dict:
+    """Quantize with ``method`` into ``path`` and score it; a failed quantization is recorded, not raised."""
+    try:
+        details = _build(method, fp32_path, path, work, calibration, exclude_top)
+    except ExportError as error:
+        return _failed(method, str(error))
+    except Exception as error:  # an ORT quantizer bug must not hide the other attempts' results
+        return _failed(method, f"{type(error).__name__}: {error}")
+    accuracy = float(evaluate(path))
+    drop = fp32_accuracy - accuracy
+    # 1e-9: accuracies are ratios of counts; equal counts must not fail by float rounding
+    passed = drop <= max_drop + 1e-9
+    return {
+        "method": method, "accuracy": accuracy, "drop": round(drop, 6),
+        "p50_ms": round(float(measure_p50(path)), 3) if measure_p50 else None, "passed": passed,
+        "size_mb": round(file_mb(path), 2), **details,
+    }
+
+
 def quantize_with_gate(
     fp32_path: Path,
     int8_path: Path,
@@ -226,9 +247,9 @@ def quantize_with_gate(
     max_drop: float,
     fallbacks: list[str],
     calibration: list[dict[str, np.ndarray]] | None,
-    measure_p50: Callable[[Path], float],
+    measure_p50: Callable[[Path], float] | None = None,
     *,
-    first: str = "dynamic",
+    first: str = ExportConfig.int8_method,
     exclude_top: int = 2,
 ) -> dict:
     """Quantize ``fp32_path`` to ``int8_path``, trying fallbacks until accuracy is within ``max_drop``.
@@ -242,8 +263,9 @@ def quantize_with_gate(
         fallbacks: methods of :data:`METHODS` tried in this order after ``first``.
         calibration: feeds {"input_ids", "attention_mask": (batch, seq) int64} from training
             samples, for ``static`` and ``exclude_sensitive``; those are recorded as failed without it.
-        measure_p50: model path -> p50 latency in ms.
-        first: the method tried first (the pipeline passes ``export.int8_method``).
+        measure_p50: model path -> p50 latency in ms, or None: the attempts are not timed here (the
+            export times the shipped file with every other model, in one clean process).
+        first: the method tried first (default: the recipe default of ``export.int8_method``).
         exclude_top: how many of the most sensitive layers ``exclude_sensitive`` keeps in float.
 
     Returns:
@@ -264,25 +286,11 @@ def quantize_with_gate(
     try:
         for method in methods:
             path = work / f"{method}.onnx"
-            try:
-                details = _build(method, fp32_path, path, work, calibration, exclude_top)
-            except ExportError as error:
-                attempts.append(_failed(method, str(error)))
-                continue
-            except Exception as error:  # an ORT quantizer bug must not hide the other attempts' results
-                attempts.append(_failed(method, f"{type(error).__name__}: {error}"))
-                continue
-            accuracy = float(evaluate(path))
-            drop = fp32_accuracy - accuracy
-            # 1e-9: accuracies are ratios of counts; equal counts must not fail by float rounding
-            passed = drop <= max_drop + 1e-9
-            attempts.append({
-                "method": method, "accuracy": accuracy, "drop": round(drop, 6),
-                "p50_ms": round(float(measure_p50(path)), 3), "passed": passed,
-                "size_mb": round(file_mb(path), 2), **details,
-            })
-            files[method] = path
-            if passed:
+            attempts.append(_attempt(method, fp32_path, path, work, calibration, exclude_top, evaluate,
+                                     fp32_accuracy, max_drop, measure_p50))
+            if attempts[-1]["accuracy"] is not None:
+                files[method] = path
+            if attempts[-1]["passed"]:
                 break
         if not files:
             raise ExportError(
@@ -313,7 +321,8 @@ def _choose(attempts: list[dict]) -> dict:
     passing = [a for a in measured if a["passed"]]
     if passing:
         return passing[0]
-    return max(measured, key=lambda a: (a["accuracy"], -a["p50_ms"]))
+    # ties: the faster p50 where attempts were timed, else the smaller file
+    return max(measured, key=lambda a: (a["accuracy"], -(a["p50_ms"] if a["p50_ms"] is not None else a["size_mb"])))
 
 
 def _pts(fraction: float) -> str:
@@ -324,8 +333,8 @@ def _verdict(attempts: list[dict], shipped: dict, fp32_accuracy: float, max_drop
     allowed = f"{_pts(max_drop)} points allowed"
     if shipped["passed"] and shipped is attempts[0]:
         return (
-            f"Dynamic INT8 passed: {_pts(shipped['accuracy'])}% against {_pts(fp32_accuracy)}% fp32 "
-            f"({_pts(shipped['drop'])} points lost, {allowed}); shipped dynamic."
+            f"INT8 {shipped['method']} passed: {_pts(shipped['accuracy'])}% against {_pts(fp32_accuracy)}% fp32 "
+            f"({_pts(shipped['drop'])} points lost, {allowed}); shipped {shipped['method']}."
         )
     tried = ", ".join(
         f"{a['method']} ({'failed to quantize' if a['accuracy'] is None else _pts(a['drop']) + ' pts'})"

@@ -8,43 +8,92 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename: never a truncated file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+from distilprune.export.runtime import write_atomic
 
 
 def _fmt_pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
-def _speedup(teacher_ms: float, ms: float) -> str:
-    return f"{teacher_ms / ms:.1f}x" if ms else "-"
+def _acc(value: float | None, ci: dict | None) -> str:
+    """Accuracy in % with its 95% interval: ``85.21 [83.08, 87.32]``."""
+    if value is None or not ci:
+        return _fmt_pct(value)
+    return f"{100 * value:.2f} [{100 * ci['low']:.2f}, {100 * ci['high']:.2f}]"
+
+
+def _spread(lat: dict) -> str:
+    if "spread" not in lat:
+        return "-"
+    return f"{lat['spread'][0]:.2f}-{lat['spread'][1]:.2f}" + (" noisy" if lat.get("noisy") else "")
+
+
+def _speedup(teacher: dict, lat: dict) -> str:
+    ratio = lat.get("vs_teacher")
+    if ratio is None and lat.get("p50"):  # reports written before the timing rounds
+        ratio = teacher["p50"] / lat["p50"]
+    return "-" if ratio is None else f"{ratio:.1f}x"
 
 
 def rows(report: dict) -> list[list[str]]:
     """One row per model: the teacher first, then every checkpoint in each format."""
     teacher = report["teacher"]
-    t_ms = teacher["latency_ms"]["pytorch_fp32"]["p50"]
+    t_lat = teacher["latency_ms"]["pytorch_fp32"]
     out = [[
-        "teacher", "pytorch_fp32", "1.000", f"{teacher['params'] / 1e6:.1f}", _fmt_pct(teacher["accuracy"]),
-        f"{t_ms:.2f}", f"{teacher['latency_ms']['pytorch_fp32']['p95']:.2f}", "1.0x", "-",
+        "teacher", "pytorch_fp32", "1.000", f"{teacher['params'] / 1e6:.1f}",
+        _acc(teacher["accuracy"], teacher.get("accuracy_ci")),
+        f"{t_lat['p50']:.2f}", _spread(t_lat), f"{t_lat['p95']:.2f}", "1.0x", "-",
     ]]
     for ckpt in report["checkpoints"]:
         for fmt in ("pytorch_fp32", "onnx_fp32", "onnx_int8"):
             lat = ckpt["latency_ms"][fmt]
-            size = ckpt["size_mb"].get(fmt.replace("pytorch_", "onnx_") if fmt != "pytorch_fp32" else "", None)
+            size = ckpt["size_mb"].get(fmt) if fmt != "pytorch_fp32" else None
             out.append([
                 ckpt["name"], fmt, f"{ckpt['density']:.3f}", f"{ckpt['params'] / 1e6:.1f}",
-                _fmt_pct(ckpt["accuracy"][fmt]), f"{lat['p50']:.2f}", f"{lat['p95']:.2f}",
-                _speedup(t_ms, lat["p50"]), "-" if size is None else f"{size:.1f}",
+                _acc(ckpt["accuracy"][fmt], ckpt.get("accuracy_ci", {}).get(fmt)), f"{lat['p50']:.2f}", _spread(lat),
+                f"{lat['p95']:.2f}", _speedup(t_lat, lat), "-" if size is None else f"{size:.1f}",
             ])
     return out
 
 
-HEADER = ["model", "format", "density", "params M", "test acc %", "p50 ms", "p95 ms", "p50 speedup", "size MB"]
+HEADER = ["model", "format", "density", "params M", "test acc % [95% CI]", "p50 ms", "p50 spread ms", "p95 ms",
+          "p50 speedup", "size MB"]
+
+
+def _latency_lines(report: dict) -> list[str]:
+    setup = report["latency_setup"]
+    head = f"Latency: batch {setup['batch_size']}, sequence {setup['seq_len']}, {setup['threads']} threads, ms. "
+    if "rounds" not in setup:
+        return [head + f"{setup['warmup']} warmup + {setup['runs']} timed runs, same process.  "]
+    return [
+        head + f"Every model timed in {setup['process']}: {setup['rounds']} rounds x {setup['runs_per_round']} timed "
+        f"runs per model at this cell ({setup.get('runs_per_round_elsewhere', setup['runs_per_round'])} at the other "
+        f"grid cells; {setup['warmup']} warmup calls before the first round, {setup['rewarm_calls']} (1 at the other "
+        f"cells), for at least {setup.get('rewarm_seconds', 0)} s, before each later one; {setup.get('timing_seconds', '?')} s in all). p50 = {setup['p50']}; spread = {setup['spread']} (\"noisy\" when it exceeds "
+        f"{100 * setup['noisy_spread']:.0f}% of the p50); p95 {setup['p95_p99']}; speedups = {setup['ratios']}.  ",
+    ]
+
+
+def _check_lines(report: dict) -> list[str]:
+    checks = report.get("latency_checks") or {}
+    found = list(checks.get("noisy", [])) + list(checks.get("smaller_but_slower", []))
+    if not found:
+        return []
+    rounds = 2 * report["latency_setup"].get("rounds", 5)
+    return ["", f"**Noisy latency**: rerun with `distilprune export {report['run_dir']} --rounds {rounds}` "
+            f"(something else ran on this machine while it was timed).", ""] + [f"- {line}" for line in found]
+
+
+def _difference_lines(report: dict) -> list[str]:
+    if not any("accuracy_differences" in c for c in report["checkpoints"]):
+        return []
+    lines = ["", f"## Accuracy differences ({report['accuracy_setup']['differences']}, 95% interval, points)", "",
+             "| checkpoint | difference | points | 95% interval |", "|---|---|---|---|"]
+    for ckpt in report["checkpoints"]:
+        for name, d in ckpt.get("accuracy_differences", {}).items():
+            lines.append(f"| {ckpt['name']} | {name} | {100 * d['difference']:+.2f} | "
+                         f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] |")
+    return lines
 
 
 def to_markdown(report: dict) -> str:
@@ -57,22 +106,23 @@ def to_markdown(report: dict) -> str:
         f"Data: {report['data']['source']} (test rows: {report['data']['rows']['test']})  ",
         f"Machine: {machine['cpu']} ({', '.join(machine['instruction_sets']) or 'ISA unknown'}), "
         f"{machine['threads']} threads; torch {machine['torch']}, onnxruntime {machine['onnxruntime']}  ",
-        f"Latency: batch {setup['batch_size']}, sequence {setup['seq_len']}, {setup['warmup']} warmup + "
-        f"{setup['runs']} timed runs, same process, p50/p95 in milliseconds.  ",
+        *_latency_lines(report),
         *([f"Teacher: {setup['teacher_forward']}; students: {setup['student_forward']}.  "]
           if "student_forward" in setup else []),
+        *([f"Accuracy: {report['accuracy_setup']['interval']}.  "] if "accuracy_setup" in report else []),
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "---|" * len(HEADER),
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows(report)]
+    lines += _check_lines(report)
     lines.append("")
     for ckpt in report["checkpoints"]:
         lines.append(
             f"- `{ckpt['name']}`: ONNX fp32 vs PyTorch max |logit diff| = {ckpt['onnx_max_abs_diff']:.2e}; "
             f"fused ops {ckpt.get('fused_ops', {})}; bundle `{ckpt['bundle']}`"
         )
-    lines += _grid_section(report) + _int8_section(report) + _verification_section(report)
+    lines += _difference_lines(report) + _grid_section(report) + _int8_section(report) + _verification_section(report)
     selected = report.get("selected")
     budget = report.get("export", {}).get("latency_budget")
     if "selected" in report:
@@ -87,14 +137,18 @@ def to_markdown(report: dict) -> str:
 def _grid_section(report: dict) -> list[str]:
     if not any("latency_grid" in c for c in report["checkpoints"]):
         return []
-    lines = ["", f"## Latency grid (ONNX Runtime, {report['machine']['threads']} threads, p50 / p95 ms)", "",
-             "| checkpoint | format | batch | seq | p50 | p95 | p99 |", "|---|---|---|---|---|---|---|"]
+    lines = ["", f"## Latency grid (ONNX Runtime, {report['machine']['threads']} threads, ms)", "",
+             "| checkpoint | format | batch | seq | p50 | p50 spread | p95 | p99 |", "|---|---|---|---|---|---|---|---|"]
     for ckpt in report["checkpoints"]:
         for fmt, cells in ckpt.get("latency_grid", {}).items():
             for c in cells:
                 lines.append(f"| {ckpt['name']} | {fmt} | {c['batch_size']} | {c['seq_len']} | {c['p50']:.2f} | "
-                             f"{c['p95']:.2f} | {c['p99']:.2f} |")
+                             f"{_spread(c)} | {c['p95']:.2f} | {c['p99']:.2f} |")
     return lines
+
+
+def _num(value: float | None, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{scale * value:.2f}"
 
 
 def _int8_section(report: dict) -> list[str]:
@@ -104,17 +158,16 @@ def _int8_section(report: dict) -> list[str]:
     batch = report.get("export", {}).get("int8_eval_batch_size")
     per_call = f"; INT8 accuracy measured {batch} sentence(s) per call" if batch else ""
     lines = ["", f"## INT8 accuracy gate (allowed drop vs ONNX fp32: {drop}{per_call})", "",
-             "| checkpoint | attempt | accuracy % | drop (points) | p50 ms | passed | shipped |", "|---|---|---|---|---|---|---|"]
+             "| checkpoint | attempt | accuracy % | drop (points) | passed | shipped |", "|---|---|---|---|---|---|"]
     for ckpt in report["checkpoints"]:
         gate = ckpt.get("int8", {})
         for a in gate.get("attempts", []):
             lines.append(
-                f"| {ckpt['name']} | {a['method']} | {_fmt_pct(a.get('accuracy'))} | "
-                f"{100 * a['drop']:.2f} | {a.get('p50_ms', float('nan')):.2f} | {'yes' if a['passed'] else 'no'} | "
-                f"{'yes' if a['method'] == gate.get('shipped') else ''} |"
+                f"| {ckpt['name']} | {a['method']} | {_fmt_pct(a.get('accuracy'))} | {_num(a.get('drop'), 100)} | "
+                f"{'yes' if a['passed'] else 'no'} | {'yes' if a['method'] == gate.get('shipped') else ''} |"
             )
         if gate.get("verdict"):
-            lines.append(f"| {ckpt['name']} | verdict: {gate['verdict']} | | | | | |")
+            lines.append(f"| {ckpt['name']} | verdict: {gate['verdict']} | | | | |")
     return lines
 
 

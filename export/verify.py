@@ -18,23 +18,36 @@ has not, that part is recorded as skipped, never as an error.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import json
-import os
-import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+if __package__:  # imported as distilprune.export.verify
+    from distilprune.export.runtime import (
+        available_threads, import_onnxruntime, machine_info, make_session, random_inputs, sha256_file, time_ms,
+        write_atomic,
+    )
+else:  # run as a script: the copy inside a bundle (runtime.py copied beside it as verify_runtime.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # python -I and runpy do not add it
+    try:
+        from verify_runtime import (
+            available_threads, import_onnxruntime, machine_info, make_session, random_inputs, sha256_file, time_ms,
+            write_atomic,
+        )
+    except ImportError:  # export/verify.py run from a source checkout, beside runtime.py
+        from runtime import (
+            available_threads, import_onnxruntime, machine_info, make_session, random_inputs, sha256_file, time_ms,
+            write_atomic,
+        )
 
 MANIFEST = "manifest.json"
 INPUT_SPEC = "input_spec.json"
 PARITY = "parity.json"
 CONFIG = "config.json"
+RUNTIME_COPY = "verify_runtime.py"  # export/runtime.py as copied into a bundle, beside verify_bundle.py
 MODELS = {"onnx_fp32": "model.onnx", "onnx_int8": "model.int8.onnx"}  # report key -> file in the bundle
 REQUIRED = ("model.onnx", "model.int8.onnx", CONFIG, INPUT_SPEC, PARITY)
 # A Hugging Face tokenizer is usable from tokenizer_config.json plus one of these vocabularies.
@@ -44,27 +57,10 @@ DEFAULT_GRID = {"batch_sizes": [1, 8, 32], "seq_lens": [32, 128]}
 DEFAULT_BUDGET_CELL = {"batch_size": 1, "seq_len": 128}
 # fp16 keeps ~3 significant digits; through a few layers logits of magnitude ~5 move by ~1e-2.
 GPU_FP16_ATOL = 5e-2
-_ISA_FLAGS = (
-    ("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AVX-512 VNNI", "avx512_vnni"),
-    ("AVX-512 BF16", "avx512_bf16"), ("AMX", "amx_tile"),
-)
 
 
 class BundleError(Exception):
     """The input cannot be verified at all (not a bundle, onnxruntime missing): exit status 2."""
-
-
-# --------------------------------------------------------------------------------------------
-# small helpers shared with distilprune.export.bundle (which imports them from here)
-
-
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks so large models do not load into memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def bundle_files(bundle: Path) -> list[str]:
@@ -78,153 +74,15 @@ def bundle_files(bundle: Path) -> list[str]:
     return sorted(files)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _ort():
     try:
-        import onnxruntime
-    except ImportError:
-        raise BundleError(
-            "onnxruntime is not installed in this Python environment, so the bundle's models cannot be "
-            "run. Install it (pip install onnxruntime, or onnxruntime-gpu on a CUDA machine) and run the "
-            "verification again."
-        ) from None
-    return onnxruntime
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def available_threads() -> int:
-    """CPUs this process may run on (respects taskset/cgroup affinity where the OS reports it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no sched_getaffinity
-        return os.cpu_count() or 1
-
-
-# --------------------------------------------------------------------------------------------
-# machine description
-
-
-def _cpuinfo() -> tuple[str | None, set[str]]:
-    """(CPU model name, feature flags) from /proc/cpuinfo; (None, empty) where it does not exist."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None, set()
-    model, flags = None, set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and model is None:
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-    return model, flags
-
-
-def machine_info(threads: int) -> dict:
-    """CPU model, the instruction sets INT8/bf16 kernels depend on, threads and library versions.
-
-    Read from /proc/cpuinfo (Linux) with ``platform`` as the fallback, so no extra package is needed.
-    """
-    model, flags = _cpuinfo()
-    cpu = model or platform.processor() or platform.machine() or "unknown"
-    try:
-        import onnxruntime
-
-        ort_version, providers = onnxruntime.__version__, onnxruntime.get_available_providers()
-    except ImportError:
-        ort_version, providers = "not installed", []
-    return {
-        "cpu": cpu,
-        "instruction_sets": [name for name, flag in _ISA_FLAGS if flag in flags],
-        "threads": threads,
-        "logical_cores": os.cpu_count() or 1,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "onnxruntime": ort_version,
-        "onnxruntime_providers": providers,
-        "torch": _version("torch"),
-        "platform": platform.platform(),
-    }
+        return import_onnxruntime()
+    except ImportError as error:
+        raise BundleError(str(error)) from None
 
 
 # --------------------------------------------------------------------------------------------
 # ONNX Runtime sessions and timing
-
-
-def make_session(model_path: Path, threads: int, provider: str = "cpu"):
-    """An ONNX Runtime session with explicit threads: ``threads`` intra-op, 1 inter-op, sequential.
-
-    ``provider`` is "cpu" or "cuda" (CUDA first, CPU for any node CUDA cannot run).
-    """
-    ort = _ort()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    providers = ["CPUExecutionProvider"] if provider == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if provider == "cuda" and hasattr(ort, "preload_dlls"):
-        # CUDA and cuDNN may live in nvidia-* wheels (torch's, or onnxruntime-gpu[cuda,cudnn]) that the
-        # dynamic loader does not search; load them first so the CUDA provider starts.
-        with contextlib.suppress(Exception):
-            ort.preload_dlls()
-    return ort.InferenceSession(str(model_path), options, providers=providers)
-
-
-def cuda_execution_provider_available() -> bool:
-    """Whether the installed ONNX Runtime offers the CUDA execution provider (onnxruntime-gpu with its
-    CUDA libraries): where it does, verification runs the fp16 graph on the GPU through IOBinding."""
-    try:
-        return "CUDAExecutionProvider" in _ort().get_available_providers()
-    except Exception:  # onnxruntime missing is reported by the checks themselves
-        return False
-
-
-def random_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed-seed random token ids with a full attention mask: (batch, seq) int64 each."""
-    rng = np.random.default_rng(seed)
-    # Skip the first ids (special tokens in WordPiece vocabularies) where the vocabulary allows it.
-    low = min(1000, vocab_size // 2)
-    input_ids = rng.integers(low, vocab_size, size=(batch_size, seq_len), dtype=np.int64)
-    return input_ids, np.ones_like(input_ids)
-
-
-def _percentiles(samples: list[float], runs: int) -> dict:
-    """p50/p95/p99 in ms (nearest rank on the sorted samples, as distilprune's report does)."""
-    ordered = sorted(samples)
-
-    def pct(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))], 3)
-
-    return {"p50": round(statistics.median(ordered), 3), "p95": pct(0.95), "p99": pct(0.99), "runs": runs}
-
-
-def time_ms(fn, warmup: int, runs: int) -> dict:
-    """p50/p95/p99 wall time of ``fn()`` in milliseconds after ``warmup`` untimed calls (also used by
-    distilprune's run report, so the two measure alike)."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return _percentiles(samples, runs)
 
 
 def bound_runner(session, input_ids: np.ndarray, attention_mask: np.ndarray, device: str = "cuda"):
@@ -298,13 +156,13 @@ def latency_grid(
         one dict per cell: ``{"batch_size", "seq_len", "p50", "p95", "p99", "runs"}`` (ms).
     """
     session = session or make_session(Path(model_path), threads, provider)
-    cells = []
-    for batch_size in batch_sizes:
-        for seq_len in seq_lens:
-            input_ids, attention_mask = random_inputs(int(batch_size), int(seq_len), vocab_size)
-            stats = _run_cell(session, provider, input_ids, attention_mask, warmup, runs)
-            cells.append({"batch_size": int(batch_size), "seq_len": int(seq_len), **stats})
-    return cells
+    grid = [(int(b), int(s)) for b in batch_sizes for s in seq_lens]
+    measured = {}
+    # Smallest cells first: timed after large batches, small ones ran about 30% slower (2 cores).
+    for batch_size, seq_len in sorted(grid, key=lambda cell: cell[0] * cell[1]):
+        input_ids, attention_mask = random_inputs(batch_size, seq_len, vocab_size)
+        measured[(batch_size, seq_len)] = _run_cell(session, provider, input_ids, attention_mask, warmup, runs)
+    return [{"batch_size": b, "seq_len": s, **measured[(b, s)]} for b, s in grid]
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,6 +339,53 @@ def _gpu_path(bundle: Path, parity: dict | None, grid: dict | None, warmup: int,
     return result
 
 
+def _load_sessions(bundle: Path, threads: int, checks: _Checks) -> dict:
+    sessions: dict[str, object] = {}
+    for key, filename in MODELS.items():
+        if (bundle / filename).is_file():
+            try:
+                sessions[key] = make_session(bundle / filename, threads)
+            except Exception as error:  # ORT's own message says what is wrong with the graph
+                checks.add(f"load {filename}", False, f"ONNX Runtime cannot load {filename}: {str(error).strip()[:300]}")
+    return sessions
+
+
+def _check_parity_file(bundle: Path, sessions: dict, checks: _Checks) -> dict | None:
+    """Rerun parity.json's inputs on both models; returns the parity data (None when unusable)."""
+    parity, parity_problem = _read_json(bundle / PARITY)
+    if parity is None:
+        checks.add("parity", False, parity_problem)
+        return None
+    try:
+        input_ids = np.asarray(parity["inputs"]["input_ids"], dtype=np.int64)
+        attention_mask = np.asarray(parity["inputs"]["attention_mask"], dtype=np.int64)
+        stored = {fmt: (np.asarray(parity["models"][fmt]["logits"], dtype=np.float32), float(parity["models"][fmt]["atol"]))
+                  for fmt in ("fp32", "int8")}
+    except (KeyError, TypeError, ValueError) as error:
+        checks.add("parity", False, f"{PARITY} is malformed ({error!r}); regenerate the bundle")
+        return None
+    for fmt, key in (("fp32", "onnx_fp32"), ("int8", "onnx_int8")):
+        if key not in sessions:
+            checks.add(f"parity {fmt}", False, f"{MODELS[key]} could not be run")
+            continue
+        expected, atol = stored[fmt]
+        logits = sessions[key].run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+        _parity(fmt, logits, expected, atol, checks)
+        _argmax_check(fmt, logits, expected, atol, checks)
+    return parity
+
+
+def _grid_sizes(bundle: Path, spec: dict | None) -> tuple[dict, list[int], int | None]:
+    """(grid batch sizes and sequence lengths, sequence lengths dropped as too long, max positions)."""
+    grid_sizes = dict(DEFAULT_GRID)
+    if spec and isinstance(spec.get("latency_grid"), dict):
+        grid_sizes = {k: [int(v) for v in spec["latency_grid"].get(k, DEFAULT_GRID[k])] for k in DEFAULT_GRID}
+    max_positions = _max_positions(bundle, spec)
+    too_long = [s for s in grid_sizes["seq_lens"] if max_positions and s > max_positions]
+    grid_sizes["seq_lens"] = [s for s in grid_sizes["seq_lens"] if s not in too_long]
+    return grid_sizes, too_long, max_positions
+
+
 def verify_bundle(
     bundle: Path,
     threads: int | None = None,
@@ -489,6 +394,7 @@ def verify_bundle(
     budget_ms: float | None = None,
     grid: bool = True,
     gpu: bool = True,
+    measured: dict[str, list[dict]] | None = None,
 ) -> dict:
     """Run every check on ``bundle`` and return ``{"ok", "checks", "latency_grid", "gpu", "machine"}``.
 
@@ -497,6 +403,8 @@ def verify_bundle(
         budget_ms: p95 budget for the INT8 model in ms; overrides input_spec.json's latency_budget.
         grid: measure the latency grid (the budget cell is measured either way when a budget is set).
         gpu: also verify on CUDA when available (False: recorded as skipped).
+        measured: a latency grid already measured for these very files ({"onnx_int8": [cells]}, as the
+            export's timing rounds write it); the budget check reads its cell instead of timing again.
 
     Raises:
         BundleError: ``bundle`` is not a bundle directory, or onnxruntime is missing.
@@ -517,60 +425,29 @@ def verify_bundle(
     spec, spec_problem = _read_json(bundle / INPUT_SPEC)
     _check_required(bundle, spec, checks)
 
-    sessions: dict[str, object] = {}
-    for key, filename in MODELS.items():
-        if (bundle / filename).is_file():
-            try:
-                sessions[key] = make_session(bundle / filename, threads)
-            except Exception as error:  # ORT's own message says what is wrong with the graph
-                checks.add(f"load {filename}", False, f"ONNX Runtime cannot load {filename}: {str(error).strip()[:300]}")
+    sessions = _load_sessions(bundle, threads, checks)
     if spec is not None:
         for key, session in sessions.items():
             _check_interface(MODELS[key], session, spec, checks)
     elif spec_problem:
         checks.add("input spec", False, spec_problem)
+    parity = _check_parity_file(bundle, sessions, checks)
 
-    parity, parity_problem = _read_json(bundle / PARITY)
-    if parity is None:
-        checks.add("parity", False, parity_problem)
-    else:
-        try:
-            input_ids = np.asarray(parity["inputs"]["input_ids"], dtype=np.int64)
-            attention_mask = np.asarray(parity["inputs"]["attention_mask"], dtype=np.int64)
-            stored = {fmt: (np.asarray(parity["models"][fmt]["logits"], dtype=np.float32), float(parity["models"][fmt]["atol"]))
-                      for fmt in ("fp32", "int8")}
-        except (KeyError, TypeError, ValueError) as error:
-            checks.add("parity", False, f"{PARITY} is malformed ({error!r}); regenerate the bundle")
-            parity = None
-        else:
-            for fmt, key in (("fp32", "onnx_fp32"), ("int8", "onnx_int8")):
-                if key not in sessions:
-                    checks.add(f"parity {fmt}", False, f"{MODELS[key]} could not be run")
-                    continue
-                expected, atol = stored[fmt]
-                logits = sessions[key].run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
-                _parity(fmt, logits, expected, atol, checks)
-                _argmax_check(fmt, logits, expected, atol, checks)
-
-    grid_sizes = dict(DEFAULT_GRID)
-    if spec and isinstance(spec.get("latency_grid"), dict):
-        grid_sizes = {k: [int(v) for v in spec["latency_grid"].get(k, DEFAULT_GRID[k])] for k in DEFAULT_GRID}
-    max_positions = _max_positions(bundle, spec)
-    if max_positions:
-        too_long = [s for s in grid_sizes["seq_lens"] if s > max_positions]
-        grid_sizes["seq_lens"] = [s for s in grid_sizes["seq_lens"] if s <= max_positions]
-    else:
-        too_long = []
+    grid_sizes, too_long, max_positions = _grid_sizes(bundle, spec)
     vocab = _vocab_size(bundle, spec)
-    measured: dict[str, list[dict]] = {}
+    measured = dict(measured or {})
     if grid:
         errors = []
-        for key, session in sessions.items():
-            try:
-                measured[key] = latency_grid(bundle / MODELS[key], grid_sizes["batch_sizes"], grid_sizes["seq_lens"],
-                                             threads, warmup, runs, vocab, session=session)
-            except Exception as error:  # a shape the model rejects is a finding, not a crash
-                errors.append(f"{MODELS[key]}: {str(error).strip()[:300]}")
+        cells = sorted(((b, q) for b in grid_sizes["batch_sizes"] for q in grid_sizes["seq_lens"]), key=lambda c: c[0] * c[1])
+        # Cell by cell, smallest first, both models at each cell: a small cell timed right after large
+        # batches ran about 30% slower (2 cores), whichever model ran them.
+        for batch_size, seq_len in cells:
+            for key, session in sessions.items():
+                try:
+                    measured.setdefault(key, []).extend(latency_grid(bundle / MODELS[key], [batch_size], [seq_len],
+                                                                     threads, warmup, runs, vocab, session=session))
+                except Exception as error:  # a shape the model rejects is a finding, not a crash
+                    errors.append(f"{MODELS[key]} at batch {batch_size}, sequence {seq_len}: {str(error).strip()[:300]}")
         cells = sum(len(v) for v in measured.values())
         note = f"; sequence lengths {too_long} skipped (over max_position_embeddings={max_positions})" if too_long else ""
         missing = [MODELS[k] for k in MODELS if k not in sessions]
@@ -677,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     if measured:
         print("\n".join(format_grid(measured)))
     if args.json:
-        _write_atomic(args.json, json.dumps(result, indent=2))
+        write_atomic(args.json, json.dumps(result, indent=2))
     failed = [c["name"] for c in result["checks"] if not c["ok"]]
     print(f"{'OK' if not failed else 'FAILED'}: {args.bundle} " + (f"({', '.join(failed)})" if failed else "verified on this machine"))
     return 0 if not failed else 1

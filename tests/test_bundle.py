@@ -16,7 +16,10 @@ from conftest import VOCAB, tiny_bert
 
 from distilprune.errors import ConfigError
 from distilprune.export import bundle as B
+from distilprune.export.runtime import cuda_execution_provider_available
+from distilprune.export import runtime
 from distilprune.export import verify as V
+from distilprune.export.latency_rounds import measure_in_child
 from distilprune.export.onnx_export import export_student, ort_session
 from distilprune.students import student_from_teacher
 
@@ -24,7 +27,7 @@ GRID = {"batch_sizes": [1, 2], "seq_lens": [8, 16]}
 TEXTS = ["good movie", "bad plot , awful and dull w1 w2 w3", "Great FUN"]
 FAST = ["--threads", "1", "--warmup", "1", "--runs", "3"]
 # Whether this machine runs the GPU path: onnxruntime-gpu installed and a CUDA device present.
-CUDA_EP = V.cuda_execution_provider_available()
+CUDA_EP = cuda_execution_provider_available()
 
 
 def _tokenizer(directory: Path, lowercase: bool = True):
@@ -310,6 +313,8 @@ def test_model_card_uses_only_given_numbers(built, tmp_path):
         "checkpoint": {
             "density": 0.5, "heads_per_layer": [12, 11, 9, 10], "ffn_width_per_layer": [1536, 1400, 1200, 900],
             "params": 22713216, "accuracy": {"pytorch_fp32": 0.8325, "onnx_fp32": 0.8325, "onnx_int8": 0.8354},
+                "accuracy_ci": {"onnx_int8": {"low": 0.8127, "high": 0.8571}},
+                "accuracy_differences": {"onnx_int8 - onnx_fp32": {"difference": 0.0029, "low": -0.0038, "high": 0.0095}},
             "size_mb": {"onnx_fp32": 73.1, "onnx_int8": 18.4},
             "latency_grid": {"onnx_int8": [{"batch_size": 1, "seq_len": 128, "p50": 7.78, "p95": 8.29, "p99": 9.11}]},
             "int8": {"shipped": "dynamic", "attempts": [{"method": "dynamic", "accuracy": 0.8354, "p50_ms": 7.78, "passed": True}]},
@@ -321,23 +326,46 @@ def test_model_card_uses_only_given_numbers(built, tmp_path):
     }
     text = B.write_model_card(empty, full).read_text()
     for expected in ("84.21 %", "83.54 %", "18.40", "8.29", "22,713,216", "12, 11, 9, 10", "AVX2, AMX", "8454",
-                     "budget is NOT met", "skipped: CUDA execution provider not available", "| dynamic | 83.54 % | 7.78 | True |"):
+                     "budget is NOT met", "skipped: CUDA execution provider not available", "| dynamic | 83.54 % | True |",
+                     "83.54 % [81.27 %, 85.71 %]", "onnx_int8 - onnx_fp32 +0.29 [-0.38, +0.95]"):
         assert expected in text, expected
     allowed = {"84.21", "26.70", "29.01", "31.50", "8454", "1066", "1057", "0.5", "12", "11", "9", "10", "1536", "1400",
                "1200", "900", "4", "22,713,216",  # 4 = layers, len(heads_per_layer)
-               "83.25", "83.54", "73.10", "18.40", "1", "128", "7.78", "8.29", "9.11", "2", "8"}
+               "83.25", "83.54", "73.10", "18.40", "1", "128", "7.78", "8.29", "9.11", "2", "8",
+               "95", "81.27", "85.71", "0.29", "0.38", "0.95"}  # 95: the stated interval level
     assert _standalone_numbers(text) <= allowed, _standalone_numbers(text) - allowed
 
 
 # ------------------------------------------------------------------ standalone verifier
 
 
-def test_verify_module_imports_only_stdlib_numpy_onnxruntime():
-    tree = ast.parse(Path(V.__file__).read_text())
+def _third_party_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
     roots = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     roots |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0}
-    third_party = roots - set(sys.stdlib_module_names) - {"__future__"}
-    assert third_party == {"numpy", "onnxruntime", "onnx"}  # onnx only on the CUDA path, for the fp16 graph
+    return roots - set(sys.stdlib_module_names) - {"__future__"}
+
+
+def test_verify_module_imports_only_stdlib_numpy_onnxruntime():
+    # distilprune: its own base layer (export/runtime.py), which a bundle carries as verify_runtime.py
+    assert _third_party_imports(Path(V.__file__)) == {"numpy", "onnxruntime", "onnx", "distilprune", "verify_runtime", "runtime"}
+    assert _third_party_imports(Path(runtime.__file__)) == {"numpy", "onnxruntime"}
+
+
+def test_latency_child_times_onnx_models_in_rounds_without_torch(built):
+    job = {"threads": 1, "warmup": 1, "runs": 2, "rounds": 3, "vocab_size": len(VOCAB), "headline": [1, 8], "models": [
+        {"key": f"final/{fmt}", "kind": "onnx", "path": str(built / name), "cells": [[1, 8], [2, 16]]}
+        for fmt, name in (("onnx_fp32", "model.onnx"), ("onnx_int8", "model.int8.onnx"))]}
+    result = measure_in_child(job, timeout_s=120)
+    assert result["heavy_modules_loaded"] == []  # numpy and onnxruntime only: no torch, Lightning or W&B
+    assert result["rounds"] == 3 and result["runs_per_round"] == 2 and result["runs_per_round_elsewhere"] == 1
+    for key in ("final/onnx_fp32", "final/onnx_int8"):
+        cells = result["models"][key]["cells"]
+        assert [(c["batch_size"], c["seq_len"]) for c in cells] == [(1, 8), (2, 16)]
+        assert [c["runs"] for c in cells] == [6, 3]  # headline cell: min(runs, 10) per round
+        for c in cells:
+            assert len(c["round_p50s"]) == 3
+            assert c["spread"][0] <= c["p50"] <= c["spread"][1] and 0 < c["p50"] <= c["p95"] <= c["p99"]
 
 
 def test_copied_verifier_runs_isolated_without_distilprune(built, tmp_path):

@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from conftest import run_entry, save_tiny_teacher, write_sentiment_csv
 
-from distilprune.export.verify import cuda_execution_provider_available
+from distilprune.export.runtime import cuda_execution_provider_available
 
 CUDA_EP = cuda_execution_provider_available()
 

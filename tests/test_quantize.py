@@ -6,6 +6,8 @@ fp32 accuracy is 1.0 by construction and an INT8 model's accuracy is its argmax 
 
 from __future__ import annotations
 
+import inspect
+
 import math
 from pathlib import Path
 
@@ -71,17 +73,17 @@ def _float_nodes(path: Path) -> dict[str, str]:
     return {node.name: node.op_type for node in onnx.load(str(path)).graph.node}
 
 
-def test_default_dynamic_passes_and_ships_alone(setup, tmp_path):
+def test_dynamic_first_passes_and_ships_alone(setup, tmp_path):
     fp32, evaluate, _, calibration = setup
     int8 = tmp_path / "model.int8.onnx"
-    result = quantize_with_gate(fp32, int8, evaluate, 1.0, 0.5, list(METHODS[1:]), calibration, _p50)
+    result = quantize_with_gate(fp32, int8, evaluate, 1.0, 0.5, list(METHODS[1:]), calibration, _p50, first="dynamic")
     assert [a["method"] for a in result["attempts"]] == ["dynamic"]
     assert result["shipped"] == "dynamic" and result["passed"] is True
     attempt = result["attempts"][0]
     assert attempt["accuracy"] >= 0.5 and attempt["drop"] == pytest.approx(1.0 - attempt["accuracy"])
     assert attempt["p50_ms"] > 0 and 0 < attempt["size_mb"] < 1
     assert result["quantized_ops"]["QAttention"] == 1  # the [CLS]-only last layer is not fused
-    assert result["verdict"].startswith("Dynamic INT8 passed")
+    assert result["verdict"].startswith("INT8 dynamic passed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx"]  # no attempt files left
 
 
@@ -95,7 +97,7 @@ def test_nothing_passes_every_attempt_in_configured_order(setup, tmp_path):
 
     order = ["reduce_range", "static", "per_channel", "exclude_sensitive"]
     int8 = tmp_path / "model.int8.onnx"
-    result = quantize_with_gate(fp32, int8, halved, 1.0, 0.01, order, calibration, _p50)
+    result = quantize_with_gate(fp32, int8, halved, 1.0, 0.01, order, calibration, _p50, first="dynamic")
     assert [a["method"] for a in result["attempts"]] == ["dynamic", *order]
     assert len(calls) == 5  # one evaluation per attempt
     assert all(a["accuracy"] is not None and a["passed"] is False for a in result["attempts"])
@@ -112,7 +114,8 @@ def test_stops_at_first_passing_fallback_and_ships_it(setup, tmp_path):
     scores = iter([0.2, 1.0])  # dynamic fails, per_channel passes; reduce_range is never tried
     int8 = tmp_path / "model.int8.onnx"
     result = quantize_with_gate(
-        fp32, int8, lambda path: next(scores), 1.0, 0.01, ["per_channel", "reduce_range"], calibration, _p50
+        fp32, int8, lambda path: next(scores), 1.0, 0.01, ["per_channel", "reduce_range"], calibration, _p50,
+        first="dynamic",
     )
     assert [a["method"] for a in result["attempts"]] == ["dynamic", "per_channel"]
     assert result["shipped"] == "per_channel" and result["passed"] is True
@@ -143,7 +146,8 @@ def test_exclude_sensitive_keeps_the_top_layers_float(setup, tmp_path):
 
     scores = iter([0.0, 1.0])  # force the fallback
     int8 = tmp_path / "model.int8.onnx"
-    result = quantize_with_gate(fp32, int8, lambda p: next(scores), 1.0, 0.01, ["exclude_sensitive"], calibration, _p50)
+    result = quantize_with_gate(fp32, int8, lambda p: next(scores), 1.0, 0.01, ["exclude_sensitive"], calibration, _p50,
+                                first="dynamic")
     attempt = result["attempts"][1]
     assert result["shipped"] == "exclude_sensitive" and len(attempt["excluded_groups"]) == 2
     nodes = _float_nodes(int8)
@@ -158,7 +162,8 @@ def test_missing_calibration_is_recorded_not_fatal(setup, tmp_path):
     fp32, evaluate, _, _ = setup
     scores = iter([0.0, 0.0])
     result = quantize_with_gate(
-        fp32, tmp_path / "m.onnx", lambda p: next(scores), 1.0, 0.01, ["static", "per_channel"], None, _p50
+        fp32, tmp_path / "m.onnx", lambda p: next(scores), 1.0, 0.01, ["static", "per_channel"], None, _p50,
+        first="dynamic",
     )
     static = result["attempts"][1]
     assert static["method"] == "static" and static["accuracy"] is None and "calibration" in static["error"]
@@ -238,6 +243,19 @@ def test_dynamic_int8_logits_depend_on_the_batch_but_fp32_logits_do_not(setup, t
         gaps[name] = float(np.abs(batched - alone).max())
     # fp32: float rounding only (~1e-7); INT8: quantization steps of the activations (~1e-4 and up here)
     assert gaps["fp32"] < 1e-5 and gaps["int8"] > 100 * max(gaps["fp32"], 1e-7), gaps
+
+
+def test_gate_default_first_method_is_the_recipe_default():
+    from distilprune.config import ExportConfig
+
+    default = inspect.signature(quantize_with_gate).parameters["first"].default
+    assert default == ExportConfig().int8_method and default in METHODS
+
+
+def test_untimed_gate_ships_without_latency(setup, tmp_path):
+    fp32, evaluate, _, calibration = setup
+    result = quantize_with_gate(fp32, tmp_path / "m.onnx", evaluate, 1.0, 0.5, [], calibration, None, first="dynamic")
+    assert result["attempts"][0]["p50_ms"] is None and result["shipped"] == "dynamic"
 
 
 def test_first_method_is_configurable_and_checked(setup, tmp_path):

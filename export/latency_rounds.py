@@ -1,0 +1,188 @@
+"""Every model of a run timed in one clean process, in alternating rounds.
+
+    python -m distilprune.export.latency_rounds JOB.json OUT.json
+
+The export writes a job (models, cells, threads, rounds) and runs this module as a child process once
+training is over, so nothing else of the run competes with the timed model: no Lightning, W&B or
+DataLoader threads, no PyTorch thread pool from the training loop, no idle ONNX Runtime session of
+the accuracy passes. ONNX models need only numpy and onnxruntime (this module and
+:mod:`distilprune.export.runtime`); PyTorch is imported only when the job has PyTorch models (the
+teacher, the students in PyTorch), with its thread count set before the first forward.
+
+Cell by cell (the headline cell first), each round times every model of the cell once
+(``runs_per_round`` timed calls after a warmup), model after model, so a burst of load from elsewhere
+on the machine hits all models of that round alike instead of one model's whole measurement. Per model and cell the result is the median of
+the round medians (p50), the min and max of the round medians (spread), and p95/p99 over all samples
+of all rounds. A ratio between two models is the median over rounds of the per-round ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from distilprune.export.runtime import (
+    MIN_WARMUP_SECONDS, machine_info, make_session, nearest_rank, random_inputs, time_samples, write_atomic,
+)
+
+DEFAULT_ROUNDS = 5
+# Timed calls per round at least: a round median of fewer calls is itself noise.
+MIN_RUNS_PER_ROUND = 10
+# Untimed calls before a model's turn in rounds after the first: wakes its thread pool and caches.
+# Two at the headline cell (milliseconds each), one at the grid's larger cells (one call fills the caches),
+# and in every case for at least REWARM_SECONDS: the previous model's thread pool keeps spinning for a
+# while after its last call (ONNX Runtime and OpenMP both spin before they sleep), and timing through
+# that competes with it for the cores.
+REWARM_CALLS = 2
+REWARM_SECONDS = MIN_WARMUP_SECONDS
+# A measurement whose round medians spread over more than this fraction of their median is flagged.
+NOISY_SPREAD = 0.20
+HEAVY_MODULES = ("torch", "lightning", "wandb", "transformers")
+
+
+def runs_per_round(runs: int, rounds: int, headline: bool = True) -> int:
+    """Timed calls per model and cell in each round: ``runs`` split over the rounds, so the grid costs
+    about what ``runs`` calls per cell cost in one pass; at the headline cell (cheap, and the one every
+    ratio and the selection read) at least ``min(runs, 10)``, so each round median stands on its own."""
+    split = math.ceil(runs / max(1, rounds))
+    return max(split, min(runs, MIN_RUNS_PER_ROUND)) if headline else max(1, split)
+
+
+def summarize(round_samples: list[list[float]]) -> dict:
+    """p50 = median of round medians; spread = [min, max] of round medians; p95/p99 over all samples (ms)."""
+    medians = [statistics.median(s) for s in round_samples]
+    pooled = sorted(x for s in round_samples for x in s)
+    p50 = statistics.median(medians)
+    spread = [min(medians), max(medians)]
+    return {
+        "p50": round(p50, 3), "p95": round(nearest_rank(pooled, 0.95), 3), "p99": round(nearest_rank(pooled, 0.99), 3),
+        "runs": len(pooled), "rounds": len(medians), "round_p50s": [round(m, 3) for m in medians],
+        "spread": [round(v, 3) for v in spread], "noisy": (spread[1] - spread[0]) > NOISY_SPREAD * p50,
+    }
+
+
+def ratio(numerator: dict, denominator: dict) -> float | None:
+    """Median over rounds of numerator p50 / denominator p50 (two summaries of the same rounds)."""
+    pairs = list(zip(numerator["round_p50s"], denominator["round_p50s"]))
+    return round(statistics.median(a / b for a, b in pairs), 3) if pairs else None
+
+
+# --------------------------------------------------------------------------------------------
+# the child
+
+
+def _onnx_runner(model: dict, threads: int, vocab_size: int):
+    session = make_session(Path(model["path"]), threads)
+
+    def runner(batch_size: int, seq_len: int):
+        ids, mask = random_inputs(batch_size, seq_len, vocab_size)
+        feed = {"input_ids": ids, "attention_mask": mask}
+        return lambda: session.run(None, feed)
+
+    return runner, {}
+
+
+def _pytorch_runner(model: dict, threads: int, vocab_size: int):
+    import torch  # only here: a job of ONNX models never loads PyTorch
+
+    torch.set_num_threads(threads)
+    details = {}
+    if model["kind"] == "hf":
+        from transformers import AutoModelForSequenceClassification
+
+        try:  # SDPA attention, PyTorch's fastest, so a speedup over the teacher is not inflated
+            net = AutoModelForSequenceClassification.from_pretrained(model["path"], attn_implementation="sdpa")
+            details["attention"] = "sdpa"
+        except (ValueError, ImportError):  # a model without SDPA support runs eager attention
+            net = AutoModelForSequenceClassification.from_pretrained(model["path"], attn_implementation="eager")
+            details["attention"] = "eager"
+    else:
+        from distilprune.students import DistilBertStudent
+
+        net = DistilBertStudent.load(Path(model["path"]))
+    net.eval()
+
+    def runner(batch_size: int, seq_len: int):
+        ids, mask = (torch.from_numpy(a) for a in random_inputs(batch_size, seq_len, vocab_size))
+
+        def call():
+            with torch.inference_mode():
+                net(input_ids=ids, attention_mask=mask)
+
+        return call
+
+    return runner, details
+
+
+def run_job(job: dict) -> dict:
+    """Time every model of ``job`` at its cells in alternating rounds; see the module docstring."""
+    started = time.perf_counter()
+    threads, rounds, warmup = int(job["threads"]), int(job["rounds"]), int(job["warmup"])
+    headline = tuple(job["headline"])
+    per_round = {True: runs_per_round(int(job["runs"]), rounds), False: runs_per_round(int(job["runs"]), rounds, False)}
+    runners, details = {}, {}
+    for model in job["models"]:
+        build = _onnx_runner if model["kind"] == "onnx" else _pytorch_runner
+        runners[model["key"]], details[model["key"]] = build(model, threads, int(job["vocab_size"]))
+    # Cell by cell, every model of the cell one after the other: models compared at a cell are timed
+    # seconds apart, not a whole grid apart.
+    cells = list(dict.fromkeys(tuple(cell) for m in job["models"] for cell in m["cells"]))
+    calls = {(m["key"], cell): runners[m["key"]](*cell)
+             for cell in cells for m in job["models"] if list(cell) in [list(c) for c in m["cells"]]}
+    samples: dict[tuple, list[list[float]]] = {key: [] for key in calls}
+    # The headline cell's rounds first, then each other cell's: rounds of the headline interleaved
+    # with the grid's large batches ran 30% slower after the first round (2026-11-30, 2 cores), while
+    # the headline alone matched bench/same_process_latency.py.
+    order = sorted(cells, key=lambda cell: cell != headline)
+    for cell_now, index in ((cell, index) for cell in order for index in range(rounds)):
+        for (key, cell), call in calls.items():
+            if cell != cell_now:
+                continue
+            rewarm = warmup if index == 0 else REWARM_CALLS if cell == headline else 1
+            samples[(key, cell)].append(time_samples(call, max(1, rewarm), per_round[cell == headline]))
+    models = {m["key"]: {"details": details[m["key"]], "cells": []} for m in job["models"]}
+    for (key, cell), rounds_of_samples in samples.items():
+        models[key]["cells"].append({"batch_size": cell[0], "seq_len": cell[1], **summarize(rounds_of_samples)})
+    return {
+        "machine": machine_info(threads), "rounds": rounds, "warmup": warmup, "runs_per_round": per_round[True],
+        "runs_per_round_elsewhere": per_round[False], "rewarm_calls": REWARM_CALLS, "rewarm_seconds": REWARM_SECONDS,
+        "models": models,
+        "seconds": round(time.perf_counter() - started, 1),
+        "heavy_modules_loaded": sorted(name for name in HEAVY_MODULES if name in sys.modules),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    job_path, out_path = (argv if argv is not None else sys.argv[1:])[:2]
+    write_atomic(Path(out_path), json.dumps(run_job(json.loads(Path(job_path).read_text())), indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# the parent side
+
+
+def measure_in_child(job: dict, timeout_s: float = 3600) -> dict:
+    """Run ``job`` in a fresh Python process (this module) and return its result.
+
+    Raises:
+        RuntimeError: the child failed; the message holds the end of its stderr.
+    """
+    with tempfile.TemporaryDirectory(prefix="distilprune-latency-") as tmp:
+        job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_path.write_text(json.dumps(job))
+        done = subprocess.run([sys.executable, "-m", "distilprune.export.latency_rounds", str(job_path), str(out_path)],
+                              capture_output=True, text=True, timeout=timeout_s)
+        if done.returncode != 0 or not out_path.is_file():
+            raise RuntimeError(f"the latency process exited with status {done.returncode}: {done.stderr.strip()[-2000:]}")
+        return json.loads(out_path.read_text())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""The base layer of export and verification: ONNX Runtime sessions, timing, latency inputs, machine
+facts, sha256 and atomic writes.
+
+Standard library, numpy and onnxruntime only (onnxruntime imported when a session is made), because
+it is copied into every serving bundle beside the verifier (as ``verify_runtime.py``) and because the
+export times models in a child process that must not load PyTorch, Lightning or W&B.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import statistics
+import time
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+# (report name, /proc/cpuinfo flag): the instruction sets INT8 and bf16 kernels depend on.
+ISA_FLAGS = (
+    ("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AVX-512 VNNI", "avx512_vnni"),
+    ("AVX-512 BF16", "avx512_bf16"), ("AMX", "amx_tile"),
+)
+
+
+def import_onnxruntime():
+    """The onnxruntime module, or ImportError with what to install."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError(
+            "onnxruntime is not installed in this Python environment, so the bundle's models cannot be "
+            "run. Install it (pip install onnxruntime, or onnxruntime-gpu on a CUDA machine) and run the "
+            "verification again."
+        ) from None
+    return onnxruntime
+
+
+def package_version(package: str) -> str:
+    """Installed version of ``package`` without importing it ("not installed" when absent)."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def available_threads() -> int:
+    """CPUs this process may run on (respects taskset/cgroup affinity where the OS reports it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no sched_getaffinity
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------------------------
+# files
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks so large models do not load into memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def replacing(path: Path):
+    """Yield a temporary path beside ``path``; when the block succeeds it is renamed onto ``path``,
+    when it fails it is removed. A reader never sees a half-written ``path``.
+
+        with replacing(out) as tmp:
+            writer.save(str(tmp))
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename: never a truncated file."""
+    with replacing(path) as tmp:
+        tmp.write_text(text)
+
+
+# --------------------------------------------------------------------------------------------
+# machine description
+
+
+def cpu_model_and_flags() -> tuple[str | None, set[str]]:
+    """(CPU model name, feature flags) from /proc/cpuinfo; (None, empty) where it does not exist."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None, set()
+    model, flags = None, set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def instruction_sets() -> list[str]:
+    """Names of the INT8/bf16-relevant instruction sets this CPU reports (see :data:`ISA_FLAGS`)."""
+    _, flags = cpu_model_and_flags()
+    return [name for name, flag in ISA_FLAGS if flag in flags]
+
+
+def machine_info(threads: int) -> dict:
+    """CPU model, the instruction sets INT8/bf16 kernels depend on, threads and library versions.
+
+    Read from /proc/cpuinfo (Linux) with ``platform`` as the fallback, so no extra package is needed;
+    library versions come from package metadata, so nothing heavy is imported.
+    """
+    model, flags = cpu_model_and_flags()
+    try:
+        ort = import_onnxruntime()
+        ort_version, providers = ort.__version__, ort.get_available_providers()
+    except ImportError:
+        ort_version, providers = "not installed", []
+    return {
+        "cpu": model or platform.processor() or platform.machine() or "unknown",
+        "instruction_sets": [name for name, flag in ISA_FLAGS if flag in flags],
+        "threads": threads,
+        "logical_cores": os.cpu_count() or 1,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": ort_version,
+        "onnxruntime_providers": providers,
+        "torch": package_version("torch"),
+        "platform": platform.platform(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# sessions, inputs and timing
+
+
+def make_session(model_path: Path, threads: int, provider: str = "cpu"):
+    """An ONNX Runtime session with explicit threads: ``threads`` intra-op, 1 inter-op, sequential.
+
+    ``provider`` is "cpu" or "cuda" (CUDA first, CPU for any node CUDA cannot run).
+    """
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    providers = ["CPUExecutionProvider"] if provider == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if provider == "cuda" and hasattr(ort, "preload_dlls"):
+        # CUDA and cuDNN may live in nvidia-* wheels (torch's, or onnxruntime-gpu[cuda,cudnn]) that the
+        # dynamic loader does not search; load them first so the CUDA provider starts.
+        with contextlib.suppress(Exception):
+            ort.preload_dlls()
+    return ort.InferenceSession(str(model_path), options, providers=providers)
+
+
+def cuda_execution_provider_available() -> bool:
+    """Whether the installed ONNX Runtime offers the CUDA execution provider (onnxruntime-gpu with its
+    CUDA libraries): where it does, verification runs the fp16 graph on the GPU through IOBinding."""
+    try:
+        return "CUDAExecutionProvider" in import_onnxruntime().get_available_providers()
+    except Exception:  # onnxruntime missing is reported by the checks themselves
+        return False
+
+
+def random_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The latency inputs: fixed-seed random token ids with a full attention mask, (batch, seq) int64 each."""
+    rng = np.random.default_rng(seed)
+    # Skip the first ids (special tokens in WordPiece vocabularies) where the vocabulary allows it.
+    low = min(1000, vocab_size // 2)
+    input_ids = rng.integers(low, vocab_size, size=(batch_size, seq_len), dtype=np.int64)
+    return input_ids, np.ones_like(input_ids)
+
+
+# Untimed calls continue for at least this long: another session's (or PyTorch's) thread pool keeps
+# spinning for a while after its last call, and timing through that competes with it for the cores.
+MIN_WARMUP_SECONDS = 0.1
+
+
+def warm_up(fn, calls: int, seconds: float = MIN_WARMUP_SECONDS) -> None:
+    """``calls`` untimed calls of ``fn()``, continued until ``seconds`` have passed (none when calls is 0)."""
+    end = time.perf_counter() + seconds
+    done = 0
+    while done < calls or (calls and time.perf_counter() < end):
+        fn()
+        done += 1
+
+
+def time_samples(fn, warmup: int, runs: int) -> list[float]:
+    """Wall times in milliseconds of ``runs`` calls of ``fn()`` after ``warmup`` untimed calls (lasting
+    at least :data:`MIN_WARMUP_SECONDS` when ``warmup`` > 0)."""
+    warm_up(fn, warmup)
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
+def nearest_rank(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of already sorted samples by nearest rank."""
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def percentiles(samples: list[float]) -> dict:
+    """p50 (median), p95 and p99 (nearest rank) of ``samples`` in ms, rounded to the microsecond."""
+    ordered = sorted(samples)
+    return {"p50": round(statistics.median(ordered), 3), "p95": round(nearest_rank(ordered, 0.95), 3),
+            "p99": round(nearest_rank(ordered, 0.99), 3), "runs": len(ordered)}
+
+
+def time_ms(fn, warmup: int, runs: int) -> dict:
+    """p50/p95/p99 wall time of ``fn()`` in milliseconds after ``warmup`` untimed calls."""
+    return percentiles(time_samples(fn, warmup, runs))
