@@ -398,11 +398,23 @@ def _serving_lines(bundle: Path) -> list[str]:
         ]
     else:
         lines.append("- Input spec: `input_spec.json` (not written when this card was).")
-    lines.append("- ONNX Runtime: `model.int8.onnx` (INT8, fastest on CPU) or `model.onnx` (fp32, graph-optimized).")
+    lines.append("- ONNX Runtime: `model.int8.onnx` (INT8, fastest on CPU, one text per call) or `model.onnx` "
+                 "(fp32, graph-optimized).")
+    try:
+        serving = json.loads((bundle / "serving.json").read_text())
+    except (OSError, ValueError):
+        serving = None
+    if serving:
+        lines += [
+            f"- Servers that batch requests use `{serving['batched_model']}`: {serving['why']}.",
+            "- HTTP: `distilprune serve <this directory>` (text in, labels out; see docs/serving.md), or the same "
+            "`serving_runtime.py` in your own server.",
+        ]
     triton = sorted(p.name for p in (bundle / TRITON_DIR).glob("*") if (p / "config.pbtxt").is_file()) if (bundle / TRITON_DIR).is_dir() else []
     for name in triton:
-        lines.append(f"- Triton: copy `{TRITON_DIR}/{name}` into your model repository (ONNX Runtime backend, "
-                     f"CPU instances, dynamic batching; see its `config.pbtxt`).")
+        kind = ("python backend, text in" if name.endswith(("-text", "-tokenize", "-postprocess"))
+                else "ensemble, text in" if name.endswith("-ensemble") else "ONNX Runtime backend, token ids in")
+        lines.append(f"- Triton: `{TRITON_DIR}/{name}` ({kind}; dynamic batching; see its `config.pbtxt`).")
     return lines
 
 

@@ -40,7 +40,7 @@ METHODS = INT8_METHODS  # the recipe schema validates export.int8_method against
 QUANTIZABLE_OPS = ("MatMul", "Gemm", "Attention", "EmbedLayerNormalization")
 QUANTIZED_OPS = (
     "QAttention", "MatMulInteger", "DynamicQuantizeLinear", "QEmbedLayerNormalization", "QLinearMatMul",
-    "QGemm", "QuantizeLinear", "DequantizeLinear", "MatMul", "Attention",
+    "QGemm", "QuantizeLinear", "DequantizeLinear", "MatMul", "Attention", "MatMulIntegerToFloat", "MultiHeadAttention",
 )
 # Logit error is measured on at most this many calibration batches: enough to rank layers, and
 # bounded so the sensitivity scan (one quantization + one inference per layer) stays cheap.
@@ -189,9 +189,14 @@ def _quantize_dynamic(fp32_path: Path, out_path: Path, exclude: list[str]) -> No
 
 def _build(
     method: str, fp32_path: Path, out_path: Path, work_dir: Path,
-    calibration: list[dict[str, np.ndarray]] | None, exclude_top: int,
+    calibration: list[dict[str, np.ndarray]] | None, exclude_top: int, key_length: int | None = None,
 ) -> dict:
     """Write ``method``'s INT8 model to ``out_path``; return what to record besides the measurements."""
+    if method == "per_token":
+        from distilprune.export.batch_invariant import quantize_per_token
+
+        quantize_per_token(fp32_path, out_path, key_length=key_length)
+        return {"key_length": key_length}
     if method == "dynamic":
         quantize_int8(fp32_path, out_path)
     elif method == "per_channel":
@@ -220,10 +225,10 @@ def _build(
 
 
 def _attempt(method: str, fp32_path: Path, path: Path, work: Path, calibration, exclude_top: int, evaluate,
-             fp32_accuracy: float, max_drop: float, measure_p50) -> dict:
+             fp32_accuracy: float, max_drop: float, measure_p50, key_length: int | None = None) -> dict:
     """Quantize with ``method`` into ``path`` and score it; a failed quantization is recorded, not raised."""
     try:
-        details = _build(method, fp32_path, path, work, calibration, exclude_top)
+        details = _build(method, fp32_path, path, work, calibration, exclude_top, key_length)
     except ExportError as error:
         return _failed(method, str(error))
     except Exception as error:  # an ORT quantizer bug must not hide the other attempts' results
@@ -251,6 +256,7 @@ def quantize_with_gate(
     *,
     first: str = ExportConfig.int8_method,
     exclude_top: int = 2,
+    key_length: int | None = None,
 ) -> dict:
     """Quantize ``fp32_path`` to ``int8_path``, trying fallbacks until accuracy is within ``max_drop``.
 
@@ -267,6 +273,7 @@ def quantize_with_gate(
             export times the shipped file with every other model, in one clean process).
         first: the method tried first (default: the recipe default of ``export.int8_method``).
         exclude_top: how many of the most sensitive layers ``exclude_sensitive`` keeps in float.
+        key_length: ``per_token``'s fixed attention key count (the tokenizer's max_seq_len).
 
     Returns:
         {"attempts": [{"method", "accuracy", "drop", "p50_ms", "passed", "size_mb", ...}],
@@ -287,7 +294,7 @@ def quantize_with_gate(
         for method in methods:
             path = work / f"{method}.onnx"
             attempts.append(_attempt(method, fp32_path, path, work, calibration, exclude_top, evaluate,
-                                     fp32_accuracy, max_drop, measure_p50))
+                                     fp32_accuracy, max_drop, measure_p50, key_length))
             if attempts[-1]["accuracy"] is not None:
                 files[method] = path
             if attempts[-1]["passed"]:
@@ -350,3 +357,19 @@ def _verdict(attempts: list[dict], shipped: dict, fp32_accuracy: float, max_drop
         f"most accurate, {shipped['method']} at {_pts(shipped['accuracy'])}%. Raise export.int8_max_drop, "
         f"add fallbacks to export.int8_fallbacks, or serve the fp32 model."
     )
+
+
+def batch_invariant_int8(fp32_path: Path, out_path: Path, evaluate: Callable[[Path], float], fp32_accuracy: float,
+                         max_drop: float, key_length: int) -> dict:
+    """``per_token`` INT8 of ``fp32_path`` into ``out_path`` through the same accuracy gate, for servers
+    that batch; returns the attempt record (``passed`` False, or ``accuracy`` None on failure: then
+    ``out_path`` is not written)."""
+    work = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.stem}.attempt-"))
+    try:
+        attempt = _attempt("per_token", fp32_path, work / "per_token.onnx", work, None, 0, evaluate,
+                           fp32_accuracy, max_drop, None, key_length)
+        if attempt["passed"]:
+            (work / "per_token.onnx").replace(out_path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return attempt

@@ -106,6 +106,9 @@ class _Context:
         return self.recipe.export
 
 
+BATCHED_INT8 = "model.int8.batched.onnx"  # per-token INT8 for servers that batch, beside the shipped INT8
+
+
 @dataclass
 class _Exported:
     """One checkpoint between its export (files, accuracies, gate) and its bundle."""
@@ -147,7 +150,7 @@ def _context(run_dir, out_dir, recipe, tokenizer, data, console, rounds) -> _Con
         loader=loader, int8_loader=_test_loader(data, tokenizer, recipe.data.max_seq_len, cfg.int8_eval_batch_size),
         labels=measure.labels(loader),
         calibration=_calibration_feeds(data, tokenizer, recipe.data.max_seq_len, cfg.calibration_examples),
-        budget=_budget(cfg), rounds=rounds or getattr(cfg, "latency_rounds", None) or latency_rounds.DEFAULT_ROUNDS,
+        budget=_budget(cfg), rounds=rounds or cfg.latency_rounds,
     )
 
 
@@ -202,6 +205,7 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
     from distilprune.export.quantize import quantize_with_gate
 
     cfg, name, console = ctx.cfg, ckpt_dir.name, ctx.console
+    key_length = ctx.recipe.data.max_seq_len  # per_token INT8 pads attention keys to the tokenizer window
     info = json.loads((ckpt_dir / CHECKPOINT_INFO).read_text())
     console.print(f"[bold]Export[/bold] {name}: PyTorch accuracy ...")
     student = _load_student(ckpt_dir, cfg)
@@ -233,9 +237,10 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
         return accuracy
 
     gate = quantize_with_gate(exported.fp32_path, exported.int8_path, evaluate, fp32_acc, cfg.int8_max_drop,
-                              cfg.int8_fallbacks, ctx.calibration, None, first=cfg.int8_method)
+                              cfg.int8_fallbacks, ctx.calibration, None, first=cfg.int8_method, key_length=key_length)
     if not gate["passed"]:
         result.failures.append(f"Checkpoint {name}: {gate['verdict']}")
+    serving = _batched_model(exported.fp32_path, gate, evaluate, fp32_acc, cfg.int8_max_drop, key_length)
     # The shipped file is the attempt the gate evaluated on int8_loader: its accuracy, not a rerun.
     int8_acc = next(a["accuracy"] for a in gate["attempts"] if a["method"] == gate["shipped"])
     entry = {
@@ -247,7 +252,7 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
         "latency_ms": {}, "latency_grid": {},  # filled by the timing rounds
         "size_mb": {"onnx_fp32": round(file_mb(exported.fp32_path), 2), "onnx_int8": round(file_mb(exported.int8_path), 2)},
         "onnx_max_abs_diff": max_diff, "fused_ops": exported.fused_ops, "quantized_ops": gate["quantized_ops"],
-        "int8": gate, "bundle": str(final),
+        "int8": gate, "serving": serving, "bundle": str(final),
         # compacted vs masked logits; None for a checkpoint that was never pruned (nothing compacted)
         "compaction_max_abs_diff": info.get("compaction_max_abs_diff"),
         "densities": info.get("densities", {}),
@@ -257,10 +262,34 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
     return _Exported(entry, ckpt_dir, student.config, exported.fp32_path, exported.int8_path, staging, final, correct)
 
 
+def _batched_model(fp32_path: Path, gate: dict, evaluate, fp32_accuracy: float, max_drop: float, key_length: int) -> dict:
+    """The model servers batch with: the shipped INT8 when it is batch-invariant, else per-token INT8
+    (``model.int8.batched.onnx``) when it passes the same accuracy gate, else fp32 ``model.onnx``."""
+    from distilprune.config import BATCH_INVARIANT_INT8_METHODS
+    from distilprune.export.quantize import batch_invariant_int8
+
+    if gate["shipped"] in BATCH_INVARIANT_INT8_METHODS:
+        return {"batched_model": "model.int8.onnx",
+                "why": f"INT8 ({gate['shipped']}): a text's output does not depend on its batch"}
+    attempt = batch_invariant_int8(fp32_path, fp32_path.with_name(BATCHED_INT8), evaluate, fp32_accuracy, max_drop,
+                                   key_length)
+    if attempt["passed"]:
+        return {"batched_model": BATCHED_INT8, "attempt": attempt,
+                "why": "per-token INT8 (one activation scale per token, attention keys padded to "
+                       f"{key_length}): a text's output does not depend on its batch; model.int8.onnx "
+                       f"({gate['shipped']}) scales activations over the whole batch"}
+    return {"batched_model": "model.onnx", "attempt": attempt,
+            "why": "fp32: per-token INT8 did not pass the accuracy gate "
+                   f"({attempt.get('error') or 'drop ' + str(attempt['drop'])}), and model.int8.onnx "
+                   f"({gate['shipped']}) scales activations over the whole batch"}
+
+
 def _write_bundle(item: _Exported, ctx: _Context, report: dict, result: ExportResult) -> None:
     """Serving files, card, verifier and manifest of one checkpoint; verify it, then rename it into place."""
     from distilprune.export import bundle as bundle_files
     from distilprune.export import verify as verifier
+    from distilprune.export.runtime import available_threads
+    from distilprune.export.serving import package
 
     cfg, entry, bundle, tokenizer = ctx.cfg, item.entry, item.staging, ctx.tokenizer
     ctx.console.print(f"[bold]Export[/bold] {entry['name']}: serving bundle (spec, parity vectors, Triton, card, manifest) ...")
@@ -273,9 +302,15 @@ def _write_bundle(item: _Exported, ctx: _Context, report: dict, result: ExportRe
                                       fp32_atol=cfg.parity_atol, int8_atol=bundle_files.PARITY_INT8_ATOL,
                                       threads=cfg.threads)  # parity vectors: real test sentences
     model_name = f"{ctx.recipe.name}-{entry['name']}".replace("/", "-")
-    bundle_files.write_triton_repository(bundle, model_name, max_batch_size=max(cfg.grid_batch_sizes),
-                                         preferred_batch_sizes=tuple(b for b in cfg.grid_batch_sizes if b > 1),
+    serving = entry["serving"]
+    # Triton batches requests from different clients: its models run the batch-invariant file
+    settings = package.settings_from_grid(entry["latency_grid"].get("onnx_int8", []), cfg.threads, available_threads())
+    bundle_files.write_triton_repository(bundle, model_name, onnx_file=serving["batched_model"],
+                                         max_batch_size=settings["max_batch_size"],
+                                         preferred_batch_sizes=settings["preferred"], instances=settings["instances"],
                                          threads=cfg.threads)
+    package.write_serving(bundle, model_name, serving["batched_model"], serving["why"], settings,
+                          warmup_text=ctx.data.test.texts[0])
     entry["gpu"] = _gpu_status(cfg.gpu)  # the card's line; the verification below fills in measurements
     bundle_files.write_model_card(bundle, _card(report, entry, ctx.budget, model_name))
     bundle_files.copy_verifier(bundle)

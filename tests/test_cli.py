@@ -73,7 +73,13 @@ def test_quickstart_end_to_end_on_real_assets(tmp_path, launch):
         assert entry["int8"]["attempts"][0]["method"] == "per_channel" and entry["int8"]["shipped"]
         files = {p.relative_to(Path(entry["bundle"])).as_posix() for p in Path(entry["bundle"]).rglob("*") if p.is_file()}
         assert {"input_spec.json", "parity.json", "manifest.json", "README.md", "verify_bundle.py",
-                f"triton/quickstart-{entry['name']}/config.pbtxt", f"triton/quickstart-{entry['name']}/1/model.onnx"} <= files
+                f"triton/quickstart-{entry['name']}/config.pbtxt", f"triton/quickstart-{entry['name']}/1/model.onnx",
+                "serving.json", "serving_runtime.py", f"triton/quickstart-{entry['name']}-text/1/model.py",
+                f"triton/quickstart-{entry['name']}-ensemble/config.pbtxt"} <= files
+        # servers batch with a batch-invariant model: per-token INT8 when it passes the gate, else fp32
+        serving = json.loads((Path(entry["bundle"]) / "serving.json").read_text())
+        assert serving["batched_model"] == entry["serving"]["batched_model"]
+        assert serving["batched_model"] == ("model.int8.batched.onnx" if entry["serving"]["attempt"]["passed"] else "model.onnx")
     assert "| run | checkpoint |" in result.stdout and "Selected bundle:" in result.stdout
     assert (run_dir / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     selected = run_dir / "bundles" / "selected"

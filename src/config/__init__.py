@@ -14,6 +14,7 @@ from distilprune.config.loading import (
 from distilprune.config.schema import (
     ATTENTION_TARGETS,
     CHOICES,
+    BATCH_INVARIANT_INT8_METHODS,
     INT8_METHODS,
     DataConfig,
     DistillConfig,
@@ -28,7 +29,7 @@ from distilprune.config.schema import (
 from distilprune.errors import ConfigError
 
 __all__ = [
-    "ATTENTION_TARGETS", "CHOICES", "INT8_METHODS", "RECIPES_DIR", "USAGE", "ConfigError", "DataConfig",
+    "ATTENTION_TARGETS", "CHOICES", "BATCH_INVARIANT_INT8_METHODS", "INT8_METHODS", "RECIPES_DIR", "USAGE", "ConfigError", "DataConfig",
     "DistillConfig", "ExportConfig", "PruningConfig", "Recipe", "StudentConfig", "TeacherConfig",
     "TrackingConfig", "TrainConfig", "available_recipes", "find_recipe", "load_recipe", "recipe_from_dict",
     "recipe_to_dict", "save_recipe",

@@ -19,7 +19,9 @@ ATTENTION_TARGETS = ("query", "key", "value", "attn_out")
 SEED_LIMIT = 2**32 - 1
 # Opsets torch's TorchScript ONNX exporter (dynamo=False) supports.
 OPSET_RANGE = (7, 20)
-INT8_METHODS = ("dynamic", "per_channel", "reduce_range", "static", "exclude_sensitive")
+INT8_METHODS = ("dynamic", "per_channel", "reduce_range", "static", "exclude_sensitive", "per_token")
+# INT8 methods whose output for a text does not depend on what it is batched with (servers batch with these)
+BATCH_INVARIANT_INT8_METHODS = ("static", "per_token")
 # Closed choice lists, checked by the section that owns the key.
 CHOICES: dict[str, tuple[str, ...]] = {
     "distill.hidden_loss": ("none", "cosine", "mse"),
@@ -282,15 +284,21 @@ class ExportConfig:
     budget_seq_len: int = 128
     int8_method: str = "per_channel"
     """INT8 quantization tried first: per_channel (dynamic INT8, one weight scale per output channel)
-    or dynamic (one scale per weight tensor), reduce_range, static, exclude_sensitive. per_channel is
-    the default because it ran at the same latency as per-tensor dynamic and lost less validation
-    accuracy on the students measured in the README."""
+    or dynamic (one scale per weight tensor), reduce_range, static, exclude_sensitive, per_token
+    (batch-invariant: one activation scale per token row). per_channel is the default because it ran
+    at the same latency as per-tensor dynamic and lost less validation accuracy (docs/results.md).
+    When the shipped method is not batch-invariant, the bundle also gets model.int8.batched.onnx
+    (per_token, through the same accuracy gate) for servers that batch (docs/serving.md)."""
     int8_max_drop: float = 0.01
     """Largest allowed INT8 accuracy loss against ONNX fp32 (0.01 = 1 point). Beyond it the fallbacks
     below are tried in order and the best passing model is shipped."""
     int8_fallbacks: list[str] = field(
         default_factory=lambda: ["dynamic", "reduce_range", "static", "exclude_sensitive"]
     )
+    latency_rounds: int = 5
+    """Alternating timing rounds over every model of the run (teacher, each checkpoint in PyTorch, ONNX
+    fp32 and INT8) in one child process after training; latency_runs is split over the rounds. More
+    rounds: steadier p50s and ratios on a busy machine (`distilprune export <run> --rounds N`)."""
     int8_eval_batch_size: int = 1
     """Sentences per ONNX Runtime call when measuring INT8 accuracy (gate and report). Dynamic INT8
     quantizes activations with one scale over the whole input tensor, so a sentence's prediction
@@ -308,6 +316,7 @@ class ExportConfig:
         check_choices(self, "export")
         check(self.latency_runs >= 1 and self.latency_warmup >= 0,
               "export.latency_runs must be >= 1 and latency_warmup >= 0.")
+        check(self.latency_rounds >= 1, "export.latency_rounds must be >= 1 (alternating timing rounds).")
         check(self.threads >= 1, "export.threads must be at least 1.")
         low, high = OPSET_RANGE
         check(low <= self.opset <= high,
