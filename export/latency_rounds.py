@@ -5,9 +5,12 @@
 The export writes a job (models, cells, threads, rounds) and runs this module as a child process once
 training is over, so nothing else of the run competes with the timed model: no Lightning, W&B or
 DataLoader threads, no PyTorch thread pool from the training loop, no idle ONNX Runtime session of
-the accuracy passes. ONNX models need only numpy and onnxruntime (this module and
-:mod:`distilprune.export.runtime`); PyTorch is imported only when the job has PyTorch models (the
-teacher, the students in PyTorch), with its thread count set before the first forward.
+the accuracy passes. That child drives two timing processes of its own: the ONNX models are timed
+in one that imports only numpy and onnxruntime (this module and :mod:`distilprune.export.runtime`),
+as a serving process would; the PyTorch models (teacher, students) in another, with PyTorch's
+thread count set before the first forward. A process that has imported PyTorch and run it times
+ONNX Runtime INT8 models about a third faster than an onnxruntime-only process on the same machine
+(docs/results.md), so the two are kept apart.
 
 Cell by cell (the headline cell first), each round times every model of the cell once
 (``runs_per_round`` timed calls after a warmup), model after model, so a burst of load from elsewhere
@@ -120,47 +123,111 @@ def _pytorch_runner(model: dict, threads: int, vocab_size: int):
     return runner, details
 
 
-def run_job(job: dict) -> dict:
-    """Time every model of ``job`` at its cells in alternating rounds; see the module docstring."""
-    started = time.perf_counter()
-    threads, rounds, warmup = int(job["threads"]), int(job["rounds"]), int(job["warmup"])
-    headline = tuple(job["headline"])
-    per_round = {True: runs_per_round(int(job["runs"]), rounds), False: runs_per_round(int(job["runs"]), rounds, False)}
-    runners, details = {}, {}
+def _worker(job: dict) -> None:
+    """One timing process: build its models' runners, then per stdin line ``{"cell", "rewarm", "runs"}``
+    time each of its models at that cell and answer one JSON line of samples (ms)."""
+    threads, vocab_size = int(job["threads"]), int(job["vocab_size"])
+    runners, details, calls = {}, {}, {}
     for model in job["models"]:
         build = _onnx_runner if model["kind"] == "onnx" else _pytorch_runner
-        runners[model["key"]], details[model["key"]] = build(model, threads, int(job["vocab_size"]))
-    # Cell by cell, every model of the cell one after the other: models compared at a cell are timed
-    # seconds apart, not a whole grid apart.
-    cells = list(dict.fromkeys(tuple(cell) for m in job["models"] for cell in m["cells"]))
-    calls = {(m["key"], cell): runners[m["key"]](*cell)
-             for cell in cells for m in job["models"] if list(cell) in [list(c) for c in m["cells"]]}
-    samples: dict[tuple, list[list[float]]] = {key: [] for key in calls}
-    # The headline cell's rounds first, then each other cell's: rounds of the headline interleaved
-    # with the grid's large batches ran 30% slower after the first round (2026-11-30, 2 cores), while
-    # the headline alone matched bench/same_process_latency.py.
-    order = sorted(cells, key=lambda cell: cell != headline)
-    for cell_now, index in ((cell, index) for cell in order for index in range(rounds)):
-        for (key, cell), call in calls.items():
-            if cell != cell_now:
-                continue
-            rewarm = warmup if index == 0 else REWARM_CALLS if cell == headline else 1
-            samples[(key, cell)].append(time_samples(call, max(1, rewarm), per_round[cell == headline]))
-    models = {m["key"]: {"details": details[m["key"]], "cells": []} for m in job["models"]}
+        runners[model["key"]], details[model["key"]] = build(model, threads, vocab_size)
+    print(json.dumps({"details": details}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request.get("stop"):
+            print(json.dumps({"heavy_modules_loaded": sorted(n for n in HEAVY_MODULES if n in sys.modules),
+                              "machine": machine_info(threads)}), flush=True)
+            return
+        cell, samples = tuple(request["cell"]), {}
+        for model in job["models"]:
+            if list(cell) in [list(c) for c in model["cells"]]:
+                key = (model["key"], cell)
+                if key not in calls:
+                    calls[key] = runners[model["key"]](*cell)
+                samples[model["key"]] = time_samples(calls[key], max(1, request["rewarm"]), request["runs"])
+        print(json.dumps({"samples": samples}), flush=True)
+
+
+class _Worker:
+    """A timing process for one group of models, driven line by line; idle (blocked on stdin) between turns."""
+
+    def __init__(self, group: str, job: dict, tmp: Path):
+        path = tmp / f"{group}.json"
+        path.write_text(json.dumps(job))
+        self.group = group
+        self.process = subprocess.Popen([sys.executable, "-m", "distilprune.export.latency_rounds", "--worker", str(path)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.details = self.ask(None)["details"]
+
+    def ask(self, request: dict | None) -> dict:
+        if request is not None:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.kill()
+            raise RuntimeError(f"the {self.group} latency process exited with status {self.process.wait()}: "
+                               f"{self.process.stderr.read().strip()[-2000:]}")
+        return json.loads(line)
+
+    def stop(self) -> dict:
+        final = self.ask({"stop": True})
+        self.process.wait(timeout=60)
+        return final
+
+
+def run_job(job: dict, tmp: Path) -> dict:
+    """Time every model of ``job`` at its cells in alternating rounds; see the module docstring.
+
+    ONNX models are timed in a process that imports only numpy and onnxruntime, as a server's would;
+    PyTorch models (teacher, students) in a second process. Both stay alive; each round asks one, then
+    the other, so every model of a round is timed seconds apart while the other process waits idle.
+    """
+    started = time.perf_counter()
+    rounds, warmup = int(job["rounds"]), int(job["warmup"])
+    headline = tuple(job["headline"])
+    per_round = {True: runs_per_round(int(job["runs"]), rounds), False: runs_per_round(int(job["runs"]), rounds, False)}
+    groups = {"onnx": [m for m in job["models"] if m["kind"] == "onnx"],
+              "pytorch": [m for m in job["models"] if m["kind"] != "onnx"]}
+    workers = [_Worker(name, {**job, "models": models}, tmp) for name, models in groups.items() if models]
+    try:
+        cells = list(dict.fromkeys(tuple(cell) for m in job["models"] for cell in m["cells"]))
+        samples: dict[tuple, list[list[float]]] = {}
+        # The headline cell's rounds first, then each other cell's: rounds of the headline interleaved
+        # with the grid's large batches ran 30% slower after the first round (2026-11-30, 2 cores).
+        for cell in sorted(cells, key=lambda c: c != headline):
+            for index in range(rounds):
+                rewarm = warmup if index == 0 else REWARM_CALLS if cell == headline else 1
+                for worker in workers:
+                    answer = worker.ask({"cell": list(cell), "rewarm": rewarm, "runs": per_round[cell == headline]})
+                    for key, values in answer["samples"].items():
+                        samples.setdefault((key, cell), []).append(values)
+        finals = {worker.group: worker.stop() for worker in workers}
+    finally:
+        for worker in workers:
+            if worker.process.poll() is None:
+                worker.process.kill()
+    details = {key: value for worker in workers for key, value in worker.details.items()}
+    models = {m["key"]: {"details": details.get(m["key"], {}), "cells": []} for m in job["models"]}
     for (key, cell), rounds_of_samples in samples.items():
         models[key]["cells"].append({"batch_size": cell[0], "seq_len": cell[1], **summarize(rounds_of_samples)})
     return {
-        "machine": machine_info(threads), "rounds": rounds, "warmup": warmup, "runs_per_round": per_round[True],
-        "runs_per_round_elsewhere": per_round[False], "rewarm_calls": REWARM_CALLS, "rewarm_seconds": REWARM_SECONDS,
-        "models": models,
-        "seconds": round(time.perf_counter() - started, 1),
-        "heavy_modules_loaded": sorted(name for name in HEAVY_MODULES if name in sys.modules),
+        "machine": finals.get("onnx", next(iter(finals.values())))["machine"], "rounds": rounds, "warmup": warmup,
+        "runs_per_round": per_round[True], "runs_per_round_elsewhere": per_round[False], "rewarm_calls": REWARM_CALLS,
+        "rewarm_seconds": REWARM_SECONDS, "models": models, "seconds": round(time.perf_counter() - started, 1),
+        # per process: the ONNX process must show none (numpy and onnxruntime only)
+        "heavy_modules_loaded": {group: final["heavy_modules_loaded"] for group, final in finals.items()},
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    job_path, out_path = (argv if argv is not None else sys.argv[1:])[:2]
-    write_atomic(Path(out_path), json.dumps(run_job(json.loads(Path(job_path).read_text())), indent=2))
+    argv = argv if argv is not None else sys.argv[1:]
+    if argv[:1] == ["--worker"]:
+        _worker(json.loads(Path(argv[1]).read_text()))
+        return 0
+    job_path, out_path = argv[:2]
+    with tempfile.TemporaryDirectory(prefix="distilprune-latency-") as tmp:
+        write_atomic(Path(out_path), json.dumps(run_job(json.loads(Path(job_path).read_text()), Path(tmp)), indent=2))
     return 0
 
 
@@ -169,10 +236,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure_in_child(job: dict, timeout_s: float = 3600) -> dict:
-    """Run ``job`` in a fresh Python process (this module) and return its result.
+    """Run ``job`` from a fresh Python process (this module), which drives the timing processes.
 
     Raises:
-        RuntimeError: the child failed; the message holds the end of its stderr.
+        RuntimeError: a timing process failed; the message holds the end of its stderr.
     """
     with tempfile.TemporaryDirectory(prefix="distilprune-latency-") as tmp:
         job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
