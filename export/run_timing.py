@@ -94,8 +94,8 @@ def time_models(report: dict, teacher, checkpoints: list[tuple], rounds: int, vo
         "runs_per_round_elsewhere": timing["runs_per_round_elsewhere"], "rewarm_calls": timing["rewarm_calls"],
         "rewarm_seconds": timing["rewarm_seconds"],
         "timing_seconds": timing["seconds"],
-        "process": "after training, two fresh timing processes driven round by round: ONNX models in one that "
-                   "imports only numpy + onnxruntime (as a server), PyTorch models (teacher, students) in the other",
+        "process": "two fresh processes after training, driven round by round: ONNX models in one that imports "
+                   "only numpy + onnxruntime (as a server), PyTorch models (teacher, students) in the other",
         "heavy_modules_loaded": timing["heavy_modules_loaded"], "noisy_spread": latency_rounds.NOISY_SPREAD,
         "p50": "median of the round medians", "spread": "min and max of the round medians",
         "p95_p99": "over the samples of all rounds", "ratios": "median over rounds of the per-round p50 ratio",

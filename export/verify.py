@@ -437,23 +437,8 @@ def verify_bundle(
     vocab = _vocab_size(bundle, spec)
     measured = dict(measured or {})
     if grid:
-        errors = []
-        cells = sorted(((b, q) for b in grid_sizes["batch_sizes"] for q in grid_sizes["seq_lens"]), key=lambda c: c[0] * c[1])
-        # Cell by cell, smallest first, both models at each cell: a small cell timed right after large
-        # batches ran about 30% slower (2 cores), whichever model ran them.
-        for batch_size, seq_len in cells:
-            for key, session in sessions.items():
-                try:
-                    measured.setdefault(key, []).extend(latency_grid(bundle / MODELS[key], [batch_size], [seq_len],
-                                                                     threads, warmup, runs, vocab, session=session))
-                except Exception as error:  # a shape the model rejects is a finding, not a crash
-                    errors.append(f"{MODELS[key]} at batch {batch_size}, sequence {seq_len}: {str(error).strip()[:300]}")
-        cells = sum(len(v) for v in measured.values())
-        note = f"; sequence lengths {too_long} skipped (over max_position_embeddings={max_positions})" if too_long else ""
-        missing = [MODELS[k] for k in MODELS if k not in sessions]
-        ok = not errors and not missing
-        checks.add("latency grid", ok, f"{cells} cells measured ({threads} thread{'s' if threads != 1 else ''}, {warmup} warmup, {runs} runs){note}" if ok
-                   else "; ".join(errors + [f"{m} could not be loaded" for m in missing]))
+        _measure_grid(bundle, sessions, grid_sizes, threads, warmup, runs, vocab, measured, checks,
+                      f"; sequence lengths {too_long} skipped (over max_position_embeddings={max_positions})" if too_long else "")
 
     _check_budget(spec, budget_ms, measured, sessions, threads, warmup, runs, vocab, checks)
 
@@ -469,6 +454,27 @@ def verify_bundle(
         "gpu": gpu_result,
         "machine": machine,
     }
+
+
+def _measure_grid(bundle: Path, sessions: dict, grid_sizes: dict, threads: int, warmup: int, runs: int, vocab: int,
+                  measured: dict, checks: _Checks, note: str) -> None:
+    """Time every grid cell of both models into ``measured`` and record the "latency grid" check."""
+    errors = []
+    cells = sorted(((b, q) for b in grid_sizes["batch_sizes"] for q in grid_sizes["seq_lens"]), key=lambda c: c[0] * c[1])
+    # Cell by cell, smallest first, both models at each cell: a small cell timed right after large
+    # batches ran about 30% slower (2 cores), whichever model ran them.
+    for batch_size, seq_len in cells:
+        for key, session in sessions.items():
+            try:
+                measured.setdefault(key, []).extend(latency_grid(bundle / MODELS[key], [batch_size], [seq_len],
+                                                                 threads, warmup, runs, vocab, session=session))
+            except Exception as error:  # a shape the model rejects is a finding, not a crash
+                errors.append(f"{MODELS[key]} at batch {batch_size}, sequence {seq_len}: {str(error).strip()[:300]}")
+    count = sum(len(v) for v in measured.values())
+    missing = [MODELS[k] for k in MODELS if k not in sessions]
+    ok = not errors and not missing
+    checks.add("latency grid", ok, f"{count} cells measured ({threads} thread{'s' if threads != 1 else ''}, {warmup} warmup, {runs} runs){note}" if ok
+               else "; ".join(errors + [f"{m} could not be loaded" for m in missing]))
 
 
 def _check_budget(spec, budget_ms, measured, sessions, threads, warmup, runs, vocab, checks: _Checks) -> None:

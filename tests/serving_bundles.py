@@ -24,13 +24,14 @@ def _tiny_tokenizer(directory: Path):
     return BertTokenizer(vocab=str(directory / "vocab.txt"), do_lower_case=True)
 
 
-def _finish(bundle: Path, student, tokenizer, max_seq_len: int, texts: list[str], settings: dict) -> Path:
+def _finish(bundle: Path, student, tokenizer, max_seq_len: int, texts: list[str], settings: dict,
+            batched: tuple[str, str] = ("model.onnx", BATCHED_WHY)) -> Path:
     tokenizer.save_pretrained(str(bundle))
     (bundle / "config.json").write_text(student.config.to_json())
     B.write_input_spec(bundle, tokenizer, max_seq_len, student.config.id2label or {"0": "negative", "1": "positive"})
     B.write_parity_vectors(bundle, tokenizer, texts, max_seq_len, B.PARITY_FP32_ATOL, B.PARITY_INT8_ATOL, threads=1)
-    B.write_triton_repository(bundle, "tiny", onnx_file="model.onnx", threads=1)
-    package.write_serving(bundle, "tiny", "model.onnx", BATCHED_WHY, settings)
+    B.write_triton_repository(bundle, "tiny", onnx_file=batched[0], threads=1)
+    package.write_serving(bundle, "tiny", batched[0], batched[1], settings)
     B.write_manifest(bundle)
     return bundle
 
@@ -44,12 +45,17 @@ def make_bundle(root: Path, max_seq_len: int = 16) -> Path:
 
 def make_real_bundle(root: Path, texts: list[str], max_seq_len: int = 128) -> Path:
     """A bundle of a 2-layer student of the real MiniLM-L6 teacher with its real WordPiece tokenizer
-    (the classifier head is untrained: serving tests need real tokens and lengths, not accuracy)."""
+    (the classifier head is untrained: serving tests need real tokens and lengths, not accuracy),
+    served with per-token INT8 (``model.int8.batched.onnx``), as an export ships it for batching."""
+    from distilprune.export.batch_invariant import quantize_per_token
+
     from distilprune.teacher import load_teacher, load_tokenizer, resolve_teacher
 
     source, _ = resolve_teacher("minilm-l6")
     teacher = load_teacher(source, "minilm-l6", num_labels=2).eval()
     student = student_from_teacher(teacher, num_layers=2).eval()
     export_student(student, root / "final")
+    quantize_per_token(root / "final" / "model.onnx", root / "final" / "model.int8.batched.onnx", key_length=max_seq_len)
     settings = {"preferred": [8, 32], "max_batch_size": 32, "instances": 1, "threads": 1}
-    return _finish(root / "final", student, load_tokenizer(source, "minilm-l6"), max_seq_len, texts[:4], settings)
+    batched = ("model.int8.batched.onnx", "per-token INT8: a text's output does not depend on its batch")
+    return _finish(root / "final", student, load_tokenizer(source, "minilm-l6"), max_seq_len, texts[:4], settings, batched)

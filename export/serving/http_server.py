@@ -118,15 +118,9 @@ class Batcher:
             self.metrics.queue.set(self.pending)
 
 
-def create_app(bundle: Path, max_batch: int = 32, max_delay_ms: float = 5.0, threads: int | None = None):
-    """The FastAPI app for ``bundle`` (checked against its manifest and loaded when the app starts)."""
+def _lifespan(state: dict, metrics: Metrics, bundle: Path, max_batch: int, max_delay_ms: float, threads: int | None):
+    """Start: check the manifest, load and warm up the model, start the batcher. Stop: answer what is queued."""
     from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, Response
-
-    state: dict = {"ready": False}
-    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app):
@@ -144,7 +138,18 @@ def create_app(bundle: Path, max_batch: int = 32, max_delay_ms: float = 5.0, thr
         batcher.task.cancel()
         batcher.executor.shutdown(wait=True)
 
-    app = FastAPI(title="distilprune bundle server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    return lifespan
+
+
+def create_app(bundle: Path, max_batch: int = 32, max_delay_ms: float = 5.0, threads: int | None = None):
+    """The FastAPI app for ``bundle`` (checked against its manifest and loaded when the app starts)."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, Response
+
+    state: dict = {"ready": False}
+    metrics = Metrics()
+    app = FastAPI(title="distilprune bundle server", lifespan=_lifespan(state, metrics, bundle, max_batch, max_delay_ms, threads),
+                  docs_url=None, redoc_url=None)
 
     def error(status: int, message: str) -> JSONResponse:
         metrics.requests.labels(status=str(status)).inc()
