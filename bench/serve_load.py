@@ -141,7 +141,7 @@ def triton_body(text: str) -> bytes:
 
 
 def load_levels(target: Target, texts: list[str], levels: list[int], requests: int, deadline: float, pid: int) -> dict:
-    target.run(texts[:WARMUP_REQUESTS], 4, deadline)
+    target.run(texts[:WARMUP_REQUESTS], max(levels), deadline)  # warm-up at the highest concurrency: full batches
     result = {"rss_after_warmup_mib": round(_rss_kib(pid) / 1024, 1), "levels": {}}
     for concurrency in levels:
         result["levels"][concurrency] = target.run(texts[:requests], concurrency, deadline)

@@ -90,6 +90,7 @@ def test_serving_files_and_triton_configs_parse(served_bundle):
     assert [i.data_type for i in text.input] == [model_config_pb2.TYPE_STRING]
     assert [o.name for o in text.output] == ["LABEL", "SCORE", "SCORES", "TRUNCATED"]
     assert text.model_warmup[0].inputs["TEXT"].input_data_file == "text"
+    assert [w.batch_size for w in text.model_warmup] == [1, 8]  # one text, then the largest call
     assert (served_bundle / "triton" / "tiny-text" / "warmup" / "text").read_bytes() == b"\x12\x00\x00\x00a warm-up sentence"
     version = served_bundle / "triton" / "tiny-text" / "1"
     assert {"model.py", "serving_runtime.py", "model.onnx", "tokenizer.json", "input_spec.json", "serving.json"} <= \

@@ -126,7 +126,10 @@ def _lifespan(state: dict, metrics: Metrics, bundle: Path, max_batch: int, max_d
     async def lifespan(app):
         state["files_checked"] = check_manifest(bundle)
         runtime = BundleRuntime(bundle, threads=threads)
-        runtime.predict(["warm-up"])  # first call allocates ONNX Runtime's buffers
+        # One call at the largest shape a model call can take (max_batch texts filling the window):
+        # ONNX Runtime's memory arena grows to its working size now, not under the first full batch.
+        runtime.predict(["warm-up"])
+        runtime.predict([" ".join(["warm-up"] * runtime.max_seq_len)] * max_batch)
         state["runtime"] = runtime
         state["batcher"] = batcher = Batcher(runtime, max_batch, max_delay_ms, metrics)
         batcher.task = asyncio.create_task(batcher.run())
