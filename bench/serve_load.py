@@ -34,6 +34,7 @@ import threading
 import time
 from pathlib import Path
 
+from distilprune.export.runtime import percentiles
 from distilprune.export.serving.runtime import BundleRuntime
 from distilprune.export.serving.triton_local import LocalTriton, free_port
 
@@ -121,15 +122,8 @@ class Target:
             t.join()
         wall = time.perf_counter() - start
         return {"requests": len(latencies), "errors": errors[0], "wall_s": round(wall, 2),
-                "throughput_rps": round(len(latencies) / wall, 1), **percentiles(latencies)}
-
-
-def percentiles(samples: list[float]) -> dict:
-    if not samples:
-        return {"p50": None, "p95": None, "p99": None}
-    ordered = sorted(samples)
-    pick = lambda q: round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))], 3)  # noqa: E731
-    return {"p50": round(statistics.median(ordered), 3), "p95": pick(0.95), "p99": pick(0.99)}
+                "throughput_rps": round(len(latencies) / wall, 1),
+                **(percentiles(latencies) if latencies else dict.fromkeys(("p50", "p95", "p99")))}
 
 
 def reference_body(text: str) -> bytes:
