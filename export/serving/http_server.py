@@ -118,13 +118,15 @@ class Batcher:
             self.metrics.queue.set(self.pending)
 
 
-def _lifespan(state: dict, metrics: Metrics, bundle: Path, max_batch: int, max_delay_ms: float, threads: int | None):
-    """Start: check the manifest, load and warm up the model, start the batcher. Stop: answer what is queued."""
+def _lifespan(state: dict, metrics: Metrics, bundle: Path, max_batch: int, max_delay_ms: float, threads: int | None,
+              files_checked: int | None):
+    """Start: check the manifest (unless the caller did), load and warm up the model, start the batcher.
+    Stop: answer what is queued."""
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(app):
-        state["files_checked"] = check_manifest(bundle)
+        state["files_checked"] = check_manifest(bundle) if files_checked is None else files_checked
         runtime = BundleRuntime(bundle, threads=threads)
         # One call at the largest shape a model call can take (max_batch texts filling the window):
         # ONNX Runtime's memory arena grows to its working size now, not under the first full batch.
@@ -144,14 +146,16 @@ def _lifespan(state: dict, metrics: Metrics, bundle: Path, max_batch: int, max_d
     return lifespan
 
 
-def create_app(bundle: Path, max_batch: int = 32, max_delay_ms: float = 5.0, threads: int | None = None):
-    """The FastAPI app for ``bundle`` (checked against its manifest and loaded when the app starts)."""
+def create_app(bundle: Path, max_batch: int = 32, max_delay_ms: float = 5.0, threads: int | None = None,
+               files_checked: int | None = None):
+    """The FastAPI app for ``bundle``, loaded when the app starts. ``files_checked``: the number of files
+    the caller already checked against the manifest; None = check them at start."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, Response
 
     state: dict = {"ready": False}
     metrics = Metrics()
-    app = FastAPI(title="distilprune bundle server", lifespan=_lifespan(state, metrics, bundle, max_batch, max_delay_ms, threads),
+    app = FastAPI(title="distilprune bundle server", lifespan=_lifespan(state, metrics, bundle, max_batch, max_delay_ms, threads, files_checked),
                   docs_url=None, redoc_url=None)
 
     def error(status: int, message: str) -> JSONResponse:
@@ -230,14 +234,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --max-batch and --threads must be at least 1 and --max-delay-ms at least 0.", file=sys.stderr)
         return 2
     try:  # fail before binding the port: a tampered or incomplete bundle is never served
-        check_manifest(args.bundle)
+        files_checked = check_manifest(args.bundle)
         BundleRuntime(args.bundle, threads=1, load_model=False)
     except BundleError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     import uvicorn
 
-    app = create_app(args.bundle, args.max_batch, args.max_delay_ms, args.threads)
+    app = create_app(args.bundle, args.max_batch, args.max_delay_ms, args.threads, files_checked)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
     return 0
 
