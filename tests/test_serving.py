@@ -6,11 +6,10 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from conftest import REPO, VOCAB
 from serving_bundles import TEXTS, make_bundle
 
 from distilprune.export.serving import package, runtime
+from distilprune.export.serving.triton_local import free_port
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +112,10 @@ def test_grid_settings_prefer_the_batch_sizes_that_pay_off():
 # the reference HTTP server, as a process on a free port
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def run_concurrently(send, batches: list) -> list:
+    """``send(batch)`` for every batch at once, one thread each; an exception in any thread is raised here."""
+    with ThreadPoolExecutor(max_workers=len(batches)) as pool:
+        return list(pool.map(send, batches))
 
 
 class Server:
@@ -217,11 +217,7 @@ def test_server_batches_concurrent_requests_and_answers_each_alone(server, serve
         size = rng.randint(1, 4)
         chunks.append(texts[start : start + size])
         start += size
-    threads = [threading.Thread(target=send, args=(c,)) for c in chunks]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_concurrently(send, chunks)
     for text in texts:
         assert answers[text]["label"] == alone[text]["label"]
         assert abs(answers[text]["score"] - alone[text]["score"]) <= 1e-5

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 from serving_bundles import make_bundle, make_real_bundle
-from test_serving import Server
+from test_serving import Server, run_concurrently
 
 from distilprune.export.serving import runtime
 from distilprune.export.serving.triton_local import LocalTriton
@@ -138,11 +138,7 @@ def test_reference_server_is_batch_invariant_on_real_sentences(real_bundle, real
             assert status == 200
             batched.update({t: {"label": p["label"], "scores": scores(p)} for t, p in zip(batch, body["predictions"])})
 
-        threads = [threading.Thread(target=send, args=(b,)) for b in _random_batches(real_sentences, seed=1)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_concurrently(send, _random_batches(real_sentences, seed=1))
         _assert_same(alone, batched)
     finally:
         assert server.stop()
@@ -160,11 +156,7 @@ def test_triton_text_model_is_batch_invariant_on_real_sentences(real_bundle, rea
             own = module.InferenceServerClient(server.grpc_url)
             batched.update(zip(batch, _ask(module, own, batch)))
 
-        threads = [threading.Thread(target=send, args=(b,)) for b in _random_batches(real_sentences, seed=2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_concurrently(send, _random_batches(real_sentences, seed=2))
         _assert_same(alone, batched)
 
 
