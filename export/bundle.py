@@ -374,8 +374,8 @@ def _budget_lines(card: dict) -> list[str]:
     head = f"Budget: INT8 p95 at or under {limit:g} ms at batch {batch}, sequence {seq}."
     if cell is None or cell.get("p95") is None:
         return [head, "", f"Measured INT8 p95 at that size: {NOT_MEASURED}."]
-    verdict = "met" if float(cell["p95"]) <= limit else "NOT met"
-    return [head, "", f"Measured INT8 p95 at that size: {_ms(cell['p95'])} ms, so the budget is {verdict} on the machine below."]
+    verdict = "within" if float(cell["p95"]) <= limit else "over"
+    return [head, "", f"Measured INT8 p95 at that size: {_ms(cell['p95'])} ms: {verdict} the budget on the machine below."]
 
 
 def _serving_lines(bundle: Path) -> list[str]:
