@@ -78,8 +78,9 @@ def _run(command: list[str], log: Path, timeout: int, env: dict | None = None) -
         code, output = result.returncode, result.stdout + result.stderr
     except subprocess.TimeoutExpired as error:
         code = 124
-        output = f"{(error.stdout or b'').decode(errors='replace') if isinstance(error.stdout, bytes) else error.stdout or ''}" \
-                 f"\n[gpu_check] timed out after {timeout} s"
+        partial = error.stdout or b""  # bytes even with text=True (subprocess keeps the raw pipe data)
+        partial = partial.decode(errors="replace") if isinstance(partial, bytes) else partial
+        output = f"{partial}\n[gpu_check] timed out after {timeout} s"
     log.write_text(output)
     return code, output, time.perf_counter() - start
 
