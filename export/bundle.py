@@ -412,7 +412,8 @@ def _serving_lines(bundle: Path) -> list[str]:
         ]
     triton = sorted(p.name for p in (bundle / TRITON_DIR).glob("*") if (p / "config.pbtxt").is_file()) if (bundle / TRITON_DIR).is_dir() else []
     for name in triton:
-        kind = ("python backend, text in" if name.endswith(("-text", "-tokenize", "-postprocess"))
+        kind = ("python backend, text in" if name.endswith(("-text", "-tokenize"))
+                else "python backend, logits in" if name.endswith("-postprocess")
                 else "ensemble, text in" if name.endswith("-ensemble") else "ONNX Runtime backend, token ids in")
         lines.append(f"- Triton: `{TRITON_DIR}/{name}` ({kind}; dynamic batching; see its `config.pbtxt`).")
     return lines
