@@ -26,7 +26,7 @@ import numpy as np
 
 from distilprune.errors import ConfigError, ExportError
 from distilprune.export import runtime, verify
-from distilprune.export.onnx_export import DYNAMIC_AXES, INPUT_NAMES, OUTPUT_NAMES
+from distilprune.export.onnx_export import OUTPUT_NAMES, dynamic_axes, input_names
 from distilprune.export.runtime import write_atomic
 
 # Parity tolerances (absolute, on logits) for the serving team's machine, which may not be ours.
@@ -121,6 +121,7 @@ def write_input_spec(
     id2label: dict[str, str],
     latency_grid: dict | None = None,
     latency_budget: dict | None = None,
+    task: dict | None = None,
 ) -> Path:
     """Write ``input_spec.json``: what a server feeds the model and what it gets back.
 
@@ -130,9 +131,12 @@ def write_input_spec(
         id2label: label index (as a string) -> label name.
         latency_grid: ``{"batch_sizes": [...], "seq_lens": [...]}``; None = batch {1, 8, 32} x seq {32, 128}.
         latency_budget: ``{"p95_ms", "batch_size", "seq_len"}`` for the INT8 model, or None.
+        task: the task's ``bundle_spec`` (task name, labels, scheme, how outputs are read); None =
+            sequence classification of single texts.
     """
     bundle = Path(bundle)
     config = _read_config(bundle)
+    model_config = _ModelShape(config)
     max_positions = config.get("max_position_embeddings")
     if max_seq_len < 1 or (max_positions and max_seq_len > max_positions):
         raise ConfigError(
@@ -149,17 +153,21 @@ def write_input_spec(
             f"tokenizer into the bundle first (tokenizer.save_pretrained(bundle))."
         )
 
+    all_axes = dynamic_axes(model_config)
+    names = input_names(model_config)
+
     def shape(name: str, trailing: list) -> list:
-        axes = DYNAMIC_AXES[name]
+        axes = all_axes[name]
         return [axes[i] for i in sorted(axes)] + trailing
 
     spec = {
         "format": "distilprune input spec",
         "version": 1,
-        "inputs": [{"name": name, "dtype": "int64", "shape": shape(name, [])} for name in INPUT_NAMES],
+        "task": task or {"task": "sequence_classification", "text_pairs": False},
+        "inputs": [{"name": name, "dtype": "int64", "shape": shape(name, [])} for name in names],
         "outputs": [{"name": name, "dtype": "float32", "shape": shape(name, [len(labels)])} for name in OUTPUT_NAMES],
         # JSON keys are strings: axis index -> symbolic name, exactly as torch.onnx.export was given them
-        "dynamic_axes": {name: {str(axis): label for axis, label in axes.items()} for name, axes in DYNAMIC_AXES.items()},
+        "dynamic_axes": {name: {str(axis): label for axis, label in axes.items()} for name, axes in all_axes.items()},
         "max_seq_len": int(max_seq_len),
         "max_position_embeddings": max_positions,
         "tokenizer": {
@@ -176,7 +184,9 @@ def write_input_spec(
             "sep_token": getattr(tokenizer, "sep_token", None),
             "unk_token": getattr(tokenizer, "unk_token", None),
             "vocab_size": len(tokenizer),
-            "token_type_ids": "not an input: the student reads one segment; drop them from the tokenizer output",
+            "token_type_ids": ("an input: 0 for the first text, 1 for the second text of a pair"
+                               if "token_type_ids" in names else
+                               "not an input: the student has no segment embeddings; drop them from the tokenizer output"),
         },
         "id2label": labels,
         "num_labels": len(labels),
@@ -186,6 +196,14 @@ def write_input_spec(
     path = bundle / verify.INPUT_SPEC
     write_atomic(path, json.dumps(spec, indent=2))
     return path
+
+
+class _ModelShape:
+    """The two fields of a bundle's config.json that decide the ONNX interface (head, segments)."""
+
+    def __init__(self, config: dict) -> None:
+        self.head = config.get("head", "sequence")
+        self.type_vocab_size = int(config.get("type_vocab_size") or 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,33 +220,38 @@ def write_parity_vectors(
     threads: int,
 ) -> Path:
     """Write ``parity.json``: ``texts`` tokenized (padded to the longest) with both models' logits.
+    An item of ``texts`` may be a [first, second] pair (a pair task's input).
 
     The logits are this machine's output of ``model.onnx`` and ``model.int8.onnx``; the verifier
     reruns both and compares within ``fp32_atol`` / ``int8_atol`` (see PARITY_*_ATOL for defaults).
     """
     bundle = Path(bundle)
-    texts = [str(t) for t in texts]
+    pairs = bool(texts) and all(isinstance(t, (list, tuple)) for t in texts)
+    texts = [[str(a), str(b)] for a, b in texts] if pairs else [str(t) for t in texts]
     if not texts:
         raise ConfigError("write_parity_vectors needs at least one text to tokenize.")
     if not (fp32_atol > 0 and int8_atol > 0):
         raise ConfigError(f"Parity tolerances must be positive, got fp32 {fp32_atol:g} and int8 {int8_atol:g}.")
-    encoded = tokenizer(texts, padding="longest", truncation=True, max_length=max_seq_len, return_tensors="np")
+    arguments = ([t[0] for t in texts], [t[1] for t in texts]) if pairs else (texts,)
+    encoded = tokenizer(*arguments, padding="longest", truncation=True, max_length=max_seq_len, return_tensors="np")
     input_ids = np.asarray(encoded["input_ids"], dtype=np.int64)  # (texts, longest) int64
     attention_mask = np.asarray(encoded["attention_mask"], dtype=np.int64)
-    feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+    token_type_ids = np.asarray(encoded["token_type_ids"], dtype=np.int64) if "token_type_ids" in encoded else None
     models = {}
     for fmt, key, atol in (("fp32", "onnx_fp32", fp32_atol), ("int8", "onnx_int8", int8_atol)):
         path = bundle / verify.MODELS[key]
         if not path.is_file():
             raise ExportError(f"{path} is missing; export the model into the bundle before writing parity vectors.")
-        logits = runtime.make_session(path, threads).run(OUTPUT_NAMES, feed)[0]  # (texts, labels) float32
+        session = runtime.make_session(path, threads)
+        feed = runtime.session_feed(session, input_ids, attention_mask, token_type_ids)
+        logits = session.run(OUTPUT_NAMES, feed)[0]  # (texts, labels) or (texts, tokens, labels) float32
         # float32 -> Python float is exact and json writes the shortest repr that round-trips
         models[fmt] = {"file": path.name, "logits": logits.tolist(), "argmax": logits.argmax(-1).tolist(), "atol": float(atol)}
     machine = runtime.machine_info(threads)
     parity = {
         "texts": texts,
         "max_seq_len": int(max_seq_len),
-        "inputs": {"input_ids": input_ids.tolist(), "attention_mask": attention_mask.tolist()},
+        "inputs": {name: value.tolist() for name, value in feed.items()},
         "models": models,
         "produced_on": {k: machine[k] for k in ("cpu", "instruction_sets", "threads", "onnxruntime")},
         "note": "INT8 logits depend on the CPU's instruction set; int8 atol is against these INT8 logits.",
@@ -298,9 +321,11 @@ def write_triton_repository(
         shutil.copyfile(source, tmp)
     write_atomic(model_dir / "labels.txt", "\n".join(labels) + "\n")
 
+    shape = _ModelShape(_read_config(bundle))
     inputs = ",\n".join(
-        f'  {{\n    name: "{n}"\n    data_type: TYPE_INT64\n    dims: [ -1 ]\n  }}' for n in INPUT_NAMES
+        f'  {{\n    name: "{n}"\n    data_type: TYPE_INT64\n    dims: [ -1 ]\n  }}' for n in input_names(shape)
     )
+    logits_dims = f"-1, {len(labels)}" if shape.head == "token" else f"{len(labels)}"
     thread_params = "" if threads is None else (
         "# ONNX Runtime threads per instance: intra-op parallelism inside each op, ops run one by one\n"
         f'parameters {{ key: "intra_op_thread_count" value: {{ string_value: "{threads}" }} }}\n'
@@ -313,10 +338,11 @@ def write_triton_repository(
         'backend: "onnxruntime"\n'
         'platform: "onnxruntime_onnx"\n'
         "# Triton prepends the batch dimension: inputs are (batch, sequence) int64, output (batch, labels)\n"
+        "# or, for a token classifier, (batch, sequence, labels)\n"
         f"max_batch_size: {int(max_batch_size)}\n"
         f"input [\n{inputs}\n]\n"
-        f'output [\n  {{\n    name: "{OUTPUT_NAMES[0]}"\n    data_type: TYPE_FP32\n    dims: [ {len(labels)} ]\n'
-        '    label_filename: "labels.txt"\n  }\n]\n'
+        f'output [\n  {{\n    name: "{OUTPUT_NAMES[0]}"\n    data_type: TYPE_FP32\n    dims: [ {logits_dims} ]\n'
+        + ('    label_filename: "labels.txt"\n' if shape.head == "sequence" else "") + '  }\n]\n'
         "dynamic_batching {\n"
         f"  preferred_batch_size: [ {', '.join(str(b) for b in preferred)} ]\n"
         f"  max_queue_delay_microseconds: {int(max_queue_delay_us)}\n"

@@ -23,7 +23,7 @@ from distilprune.errors import DistilpruneError
 
 def reexport(run_dir: Path, threads: int | None = None, runs: int | None = None, checkpoints: list[str] | None = None,
              rounds: int | None = None) -> Path:
-    from distilprune.data import load_data
+    from distilprune.tasks import task_for
     from distilprune.export.report import print_report
     from distilprune.export.run_export import export_run
     from distilprune.teacher import load_teacher, load_tokenizer
@@ -38,14 +38,15 @@ def reexport(run_dir: Path, threads: int | None = None, runs: int | None = None,
     overrides += [f"export.latency_runs={runs}"] if runs else []
     recipe = load_recipe([f"recipe={recipe_path}", *overrides])
     run_info = json.loads(info_path.read_text())
-    data = load_data(recipe.data)
+    task = task_for(recipe)
+    data = task.load()
     tokenizer = load_tokenizer(str(run_dir / "tokenizer"), str(run_dir / "tokenizer"))
     teacher_source = run_info["teacher"]["source"]
-    teacher = load_teacher(teacher_source, teacher_source, num_labels=None)
+    teacher = load_teacher(teacher_source, teacher_source, num_labels=None, auto_class=task.hf_auto_class)
     out_dir = run_dir / "reexports" / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=False)
     result = export_run(run_dir, out_dir, recipe, teacher, tokenizer, data, extra={"training": run_info}, only=checkpoints,
-                        rounds=rounds)
+                        rounds=rounds, task=task)
     print_report(result.report, result.json_path, pareto_md=result.pareto_md)
     result.raise_if_failed()
     return result.json_path

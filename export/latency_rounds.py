@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from distilprune.export.runtime import (
-    MIN_WARMUP_SECONDS, machine_info, make_session, nearest_rank, random_inputs, time_samples, write_atomic,
+    MIN_WARMUP_SECONDS, machine_info, make_session, nearest_rank, random_inputs, time_samples, write_atomic, session_feed,
 )
 
 DEFAULT_ROUNDS = 5
@@ -85,7 +85,7 @@ def _onnx_runner(model: dict, threads: int, vocab_size: int):
 
     def runner(batch_size: int, seq_len: int):
         ids, mask = random_inputs(batch_size, seq_len, vocab_size)
-        feed = {"input_ids": ids, "attention_mask": mask}
+        feed = session_feed(session, ids, mask)
         return lambda: session.run(None, feed)
 
     return runner, {}

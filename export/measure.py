@@ -1,4 +1,4 @@
-"""Accuracy and latency measurements, PyTorch and ONNX Runtime side by side in one process."""
+"""Scored rows (what a task's metric reads) and latency, PyTorch and ONNX Runtime side by side in one process."""
 
 from __future__ import annotations
 
@@ -7,47 +7,54 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from distilprune.export.onnx_export import ort_logits
 from distilprune.export.runtime import machine_info, random_inputs, time_ms  # noqa: F401  (machine_info: one source, re-exported)
+from distilprune.tasks import model_inputs
 
 
-def _batches(loader: DataLoader):
-    for batch in loader:
-        yield batch["input_ids"], batch["attention_mask"], batch["labels"]
+def feeds(session, batch: dict) -> dict[str, np.ndarray]:
+    """The ONNX Runtime feed for ``batch``: every input the session declares, from the batch
+    (token_type_ids is zeros when a model takes it and the batch has none)."""
+    names = [i.name for i in session.get_inputs()]
+    out = {}
+    for name in names:
+        value = batch.get(name)
+        out[name] = (value.numpy() if value is not None else np.zeros_like(batch["input_ids"].numpy()))
+    return out
 
 
 @torch.inference_mode()
-def accuracy_pytorch(model: nn.Module, loader: DataLoader, hf: bool = False) -> tuple[float, np.ndarray]:
-    """(accuracy, logits (examples, labels)) of a PyTorch classifier on ``loader``."""
+def rows_pytorch(model: nn.Module, loader: DataLoader, task, hf: bool = False) -> list[np.ndarray]:
+    """Scored rows of every example of ``loader`` (list over examples of (rows_i, labels) float32)
+    from a PyTorch model (a Hugging Face model with ``hf=True``)."""
     model.eval()
-    logits, labels = [], []
-    for input_ids, attention_mask, gold in _batches(loader):
-        out = model(input_ids=input_ids, attention_mask=attention_mask)
-        out = out.logits if hf else out
-        logits.append(out.float().numpy())
-        labels.append(gold.numpy())
-    all_logits, all_labels = np.concatenate(logits), np.concatenate(labels)
-    return float((all_logits.argmax(-1) == all_labels).mean()), all_logits
+    rows: list[np.ndarray] = []
+    for batch in loader:
+        if hf:
+            logits = model(**model_inputs(batch)).logits
+        else:
+            logits = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids"))
+        rows.extend(r.float().numpy() for r in task.example_rows(logits, batch))
+    return rows
 
 
-def accuracy_onnx(session, loader: DataLoader) -> tuple[float, np.ndarray]:
-    logits, labels = [], []
-    for input_ids, attention_mask, gold in _batches(loader):
-        logits.append(ort_logits(session, input_ids, attention_mask))
-        labels.append(gold.numpy())
-    all_logits, all_labels = np.concatenate(logits), np.concatenate(labels)
-    return float((all_logits.argmax(-1) == all_labels).mean()), all_logits
+def rows_onnx(session, loader: DataLoader, task) -> list[np.ndarray]:
+    """:func:`rows_pytorch` for an ONNX Runtime session (its first output is the logits)."""
+    rows: list[np.ndarray] = []
+    for batch in loader:
+        logits = torch.from_numpy(session.run(None, feeds(session, batch))[0])
+        rows.extend(r.numpy() for r in task.example_rows(logits, batch))
+    return rows
+
+
+def max_abs_diff(rows_a: list[np.ndarray], rows_b: list[np.ndarray]) -> float:
+    """Largest |a - b| over every scored row of two models on the same examples."""
+    return float(max((np.abs(a - b).max() for a, b in zip(rows_a, rows_b, strict=True) if a.size), default=0.0))
 
 
 def latency_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`distilprune.export.runtime.random_inputs` as torch tensors: (batch, seq) int64 each."""
     input_ids, attention_mask = random_inputs(batch_size, seq_len, vocab_size, seed)
     return torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
-
-
-def labels(loader: DataLoader) -> np.ndarray:
-    """Gold labels of ``loader`` in iteration order: (examples,) int64."""
-    return np.concatenate([batch["labels"].numpy() for batch in loader])
 
 
 def latency_pytorch(model: nn.Module, inputs, threads: int, warmup: int, runs: int, hf: bool = False) -> dict[str, float]:

@@ -25,13 +25,39 @@ from torch import nn
 from distilprune.errors import ExportError
 from distilprune.export.runtime import make_session, replacing
 
-INPUT_NAMES = ["input_ids", "attention_mask"]
+INPUT_NAMES = ["input_ids", "attention_mask"]  # + "token_type_ids" for a student with segment embeddings
 OUTPUT_NAMES = ["logits"]
 DYNAMIC_AXES = {
     "input_ids": {0: "batch", 1: "sequence"},
     "attention_mask": {0: "batch", 1: "sequence"},
+    "token_type_ids": {0: "batch", 1: "sequence"},
     "logits": {0: "batch"},
 }
+# logits axes per student head: (batch, labels) or (batch, sequence, labels)
+LOGITS_AXES = {"sequence": {0: "batch"}, "token": {0: "batch", 1: "sequence"}}
+
+
+def input_names(config) -> list[str]:
+    """The ONNX inputs of a student with ``config``: token_type_ids only with segment embeddings."""
+    return INPUT_NAMES + (["token_type_ids"] if getattr(config, "type_vocab_size", 0) else [])
+
+
+def dynamic_axes(config) -> dict[str, dict[int, str]]:
+    """Dynamic axes of every input and of the logits of a student with ``config``."""
+    axes = {name: DYNAMIC_AXES[name] for name in input_names(config)}
+    axes["logits"] = LOGITS_AXES[getattr(config, "head", "sequence")]
+    return axes
+
+
+class _PositionalInputs(nn.Module):
+    """``model(input_ids, attention_mask, token_type_ids)`` positionally, for the exporter."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.model(input_ids, attention_mask, token_type_ids=token_type_ids)
 FUSED_OPS = ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu", "FastGelu", "Gelu")
 
 
@@ -60,18 +86,25 @@ def _quiet():
 
 
 def export_onnx(model: nn.Module, path: Path, opset: int = 17) -> Path:
-    """Export ``model(input_ids, attention_mask) -> logits`` with dynamic batch and sequence axes."""
+    """Export ``model(input_ids, attention_mask[, token_type_ids]) -> logits`` with dynamic batch
+    and sequence axes (:func:`input_names`, :func:`dynamic_axes`)."""
     was_training = model.training
     model.eval()
     vocab_size = model.get_submodule("distilbert.embeddings.word_embeddings").num_embeddings
     dummy_ids = torch.randint(0, vocab_size, (2, 16), dtype=torch.long)
     dummy_mask = torch.ones_like(dummy_ids)
     dummy_mask[1, 12:] = 0
+    names = input_names(model.config)
+    exported, args = model, (dummy_ids, dummy_mask)
+    if "token_type_ids" in names:
+        dummy_types = torch.zeros_like(dummy_ids)
+        dummy_types[:, 8:] = 1
+        exported, args = _PositionalInputs(model), (dummy_ids, dummy_mask, dummy_types)
     try:
         with replacing(path) as tmp, _quiet(), torch.no_grad():
             torch.onnx.export(
-                model, (dummy_ids, dummy_mask), str(tmp), input_names=INPUT_NAMES,
-                output_names=OUTPUT_NAMES, dynamic_axes=DYNAMIC_AXES, opset_version=opset, dynamo=False,
+                exported, args, str(tmp), input_names=names,
+                output_names=OUTPUT_NAMES, dynamic_axes=dynamic_axes(model.config), opset_version=opset, dynamo=False,
             )
     except OSError as error:
         raise ExportError(
@@ -126,14 +159,17 @@ def expected_fused_attention(model: nn.Module) -> int | None:
     """How many ``Attention`` nodes ONNX Runtime should fuse in ``model``'s exported graph.
 
     For a DistilBertStudent (``model.config.heads_per_layer``): the layers that still have heads
-    (a layer pruned to 0 heads has no attention), except the last one, which queries only the [CLS]
-    row and so runs as separate MatMul/Softmax nodes (see ``DistilBertStudent``). For a Hugging
-    Face model: ``num_hidden_layers``. None when the model says neither (the check is skipped).
+    (a layer pruned to 0 heads has no attention), except, with the sequence head, the last one,
+    which queries only the [CLS] row and so runs as separate MatMul/Softmax nodes (see
+    ``DistilBertStudent``); the token head runs every layer over every token, so all of them fuse.
+    For a Hugging Face model: ``num_hidden_layers``. None when the model says neither (the check
+    is skipped).
     """
     config = getattr(model, "config", None)
     heads = getattr(config, "heads_per_layer", None)
     if heads is not None:
-        return sum(1 for count in heads[:-1] if count > 0)
+        fused_layers = heads[:-1] if getattr(config, "head", "sequence") == "sequence" else heads
+        return sum(1 for count in fused_layers if count > 0)
     layers = getattr(config, "num_hidden_layers", None)
     return int(layers) if layers is not None else None
 
@@ -197,10 +233,12 @@ def ort_session(path: Path, threads: int):
     return make_session(path, threads)
 
 
-def ort_logits(session, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
-    return session.run(
-        OUTPUT_NAMES, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-    )[0]
+def ort_logits(session, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               token_type_ids: torch.Tensor | None = None) -> np.ndarray:
+    feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+    if any(i.name == "token_type_ids" for i in session.get_inputs()):
+        feed["token_type_ids"] = (token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)).numpy()
+    return session.run(OUTPUT_NAMES, feed)[0]
 
 
 def file_mb(path: Path) -> float:

@@ -18,12 +18,12 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from distilprune.data import TextClassificationData, TokenizedSplit, collate
 from distilprune.errors import ExportError
 from distilprune.export import latency_rounds, measure, run_timing
 from distilprune.export.onnx_export import export_student, file_mb, ort_session
 from distilprune.export.report import save_report
 from distilprune.students import DistilBertStudent
+from distilprune.tasks import Task, TaskData, default_task, model_inputs
 
 CHECKPOINT_INFO = "checkpoint_info.json"
 
@@ -50,19 +50,21 @@ def kept_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: json.loads((p / CHECKPOINT_INFO).read_text()).get("order", 0))
 
 
-def _test_loader(data: TextClassificationData, tokenizer, max_seq_len: int, batch_size: int) -> DataLoader:
-    split = TokenizedSplit(data.test, tokenizer, max_seq_len)
-    return DataLoader(split, batch_size=batch_size, collate_fn=partial(collate, pad_token_id=tokenizer.pad_token_id or 0))
+def _test_loader(task: Task, data: TaskData, tokenizer, max_seq_len: int, batch_size: int) -> DataLoader:
+    split = task.tokenize(data.test, tokenizer, max_seq_len)
+    return DataLoader(split, batch_size=batch_size, collate_fn=partial(task.collate, pad_token_id=tokenizer.pad_token_id or 0))
 
 
-def _calibration_feeds(data: TextClassificationData, tokenizer, max_seq_len: int, count: int, batch_size: int = 16) -> list[dict]:
-    """Tokenized training examples (never test data) as ONNX Runtime feeds for static INT8 calibration."""
-    split = TokenizedSplit(data.train, tokenizer, max_seq_len)
+def _calibration_feeds(task: Task, data: TaskData, tokenizer, max_seq_len: int, count: int,
+                       batch_size: int = 16) -> list[dict]:
+    """Tokenized training examples (never test data) as ONNX Runtime feeds for static INT8
+    calibration: input_ids, attention_mask and, for text pairs, token_type_ids, (batch, seq) int64."""
+    split = task.tokenize(data.train, tokenizer, max_seq_len)
     indices = list(range(min(count, len(split))))
     feeds = []
     for start in range(0, len(indices), batch_size):
-        batch = collate([split[i] for i in indices[start:start + batch_size]], pad_token_id=tokenizer.pad_token_id or 0)
-        feeds.append({"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()})
+        batch = task.collate([split[i] for i in indices[start:start + batch_size]], pad_token_id=tokenizer.pad_token_id or 0)
+        feeds.append({name: value.numpy() for name, value in model_inputs(batch).items()})
     return feeds
 
 
@@ -92,11 +94,11 @@ class _Context:
     out_dir: Path
     recipe: object
     tokenizer: object
-    data: TextClassificationData
+    data: TaskData
+    task: Task
     console: Console
     loader: DataLoader
     int8_loader: DataLoader  # INT8 accuracy one request at a time (by default): dynamic INT8's scales span the batch
-    labels: np.ndarray  # (test examples,) gold labels in loader order
     calibration: list[dict]
     budget: dict | None
     rounds: int
@@ -120,7 +122,7 @@ class _Exported:
     int8_path: Path
     staging: Path  # the bundle is built here and renamed to final when complete
     final: Path
-    correct: dict[str, np.ndarray]  # format -> (test examples,) bool, for the paired intervals
+    units: dict[str, np.ndarray]  # format -> (test examples, k) metric units, for the paired intervals
 
 
 def _chosen_checkpoints(run_dir: Path, only: list[str] | None) -> list[Path]:
@@ -142,23 +144,22 @@ def _chosen_checkpoints(run_dir: Path, only: list[str] | None) -> list[Path]:
     return checkpoints
 
 
-def _context(run_dir, out_dir, recipe, tokenizer, data, console, rounds) -> _Context:
-    cfg = recipe.export
-    loader = _test_loader(data, tokenizer, recipe.data.max_seq_len, recipe.data.eval_batch_size)
+def _context(run_dir, out_dir, recipe, tokenizer, data, task, console, rounds) -> _Context:
+    cfg, max_len = recipe.export, recipe.data.max_seq_len
     return _Context(
-        run_dir=run_dir, out_dir=out_dir, recipe=recipe, tokenizer=tokenizer, data=data, console=console,
-        loader=loader, int8_loader=_test_loader(data, tokenizer, recipe.data.max_seq_len, cfg.int8_eval_batch_size),
-        labels=measure.labels(loader),
-        calibration=_calibration_feeds(data, tokenizer, recipe.data.max_seq_len, cfg.calibration_examples),
+        run_dir=run_dir, out_dir=out_dir, recipe=recipe, tokenizer=tokenizer, data=data, task=task, console=console,
+        loader=_test_loader(task, data, tokenizer, max_len, recipe.data.eval_batch_size),
+        int8_loader=_test_loader(task, data, tokenizer, max_len, cfg.int8_eval_batch_size),
+        calibration=_calibration_feeds(task, data, tokenizer, max_len, cfg.calibration_examples),
         budget=_budget(cfg), rounds=rounds or cfg.latency_rounds,
     )
 
 
 def _start_report(ctx: _Context, teacher, extra: dict | None) -> tuple[dict, np.ndarray]:
-    """The report without checkpoints, and the teacher's per-example correctness on the test split."""
-    cfg = ctx.cfg
+    """The report without checkpoints, and the teacher's per-example metric units on the test split."""
+    cfg, task = ctx.cfg, ctx.task
     ctx.console.print(f"[bold]Export[/bold]: measuring the teacher on {len(ctx.data.test)} test examples ...")
-    teacher_acc, teacher_logits = measure.accuracy_pytorch(teacher, ctx.loader, hf=True)
+    teacher_scored = task.score(measure.rows_pytorch(teacher, ctx.loader, task, hf=True), ctx.data.test)
     report = {
         "recipe": {"name": ctx.recipe.name, "path": str(ctx.run_dir / "recipe.yaml")},
         "run_dir": str(ctx.run_dir),
@@ -171,14 +172,17 @@ def _start_report(ctx: _Context, teacher, extra: dict | None) -> tuple[dict, np.
             "grid": {"batch_sizes": cfg.grid_batch_sizes, "seq_lens": cfg.grid_seq_lens},
             # What each side computes, so a speedup is read for what it is (DistilBertStudent).
             "teacher_forward": "Hugging Face model as shipped, PyTorch fp32: every layer over every token",
-            "student_forward": "last layer for the [CLS] row only (exact: the classifier reads nothing else)",
+            "student_forward": ("last layer for the [CLS] row only (exact: the classifier reads nothing else)"
+                                if task.head == "sequence" else "every layer over every token"),
         },
+        "task": {"name": task.name, "metric": task.metric, "metric_label": task.metric_label},
         "export": {"latency_budget": ctx.budget, "int8_method": cfg.int8_method, "int8_max_drop": cfg.int8_max_drop,
                    "int8_fallbacks": cfg.int8_fallbacks, "int8_eval_batch_size": cfg.int8_eval_batch_size},
         "data": ctx.data.info,
         "teacher": {
             "model": ctx.recipe.teacher.model,
-            "accuracy": teacher_acc,
+            "accuracy": teacher_scored.value,  # the task's metric (report["task"]["metric"])
+            "metrics": teacher_scored.details,
             "params": sum(p.numel() for p in teacher.parameters()),
             "latency_ms": {},  # filled by the timing rounds
         },
@@ -186,7 +190,7 @@ def _start_report(ctx: _Context, teacher, extra: dict | None) -> tuple[dict, np.
     }
     if extra:
         report.update(extra)
-    return report, teacher_logits.argmax(-1) == ctx.labels
+    return report, teacher_scored.units
 
 
 def _load_student(ckpt_dir: Path, cfg) -> DistilBertStudent:
@@ -204,12 +208,14 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
     """ONNX export, parity against PyTorch and the INT8 gate of one checkpoint (no timing here)."""
     from distilprune.export.quantize import quantize_with_gate
 
-    cfg, name, console = ctx.cfg, ckpt_dir.name, ctx.console
+    cfg, name, console, task = ctx.cfg, ckpt_dir.name, ctx.console, ctx.task
     key_length = ctx.recipe.data.max_seq_len  # per_token INT8 pads attention keys to the tokenizer window
     info = json.loads((ckpt_dir / CHECKPOINT_INFO).read_text())
-    console.print(f"[bold]Export[/bold] {name}: PyTorch accuracy ...")
+    console.print(f"[bold]Export[/bold] {name}: PyTorch {task.metric_label} ...")
     student = _load_student(ckpt_dir, cfg)
-    pt_acc, pt_logits = measure.accuracy_pytorch(student, ctx.loader)
+    test = ctx.data.test
+    pt_rows = measure.rows_pytorch(student, ctx.loader, task)
+    pt = task.score(pt_rows, test)
     final = ctx.out_dir / "bundles" / name
     if final.exists():
         raise ExportError(f"{final} already exists; exports always go to a new directory. Re-export with "
@@ -221,34 +227,37 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
     console.print(f"[bold]Export[/bold] {name}: ONNX export, graph optimization (fusion check) ...")
     exported = export_student(student, staging, cfg.opset, require_attention_fusion=cfg.require_attention_fusion,
                               quantize=False)  # the INT8 gate below writes model.int8.onnx
-    fp32_acc, fp32_logits = measure.accuracy_onnx(ort_session(exported.fp32_path, cfg.threads), ctx.loader)
-    max_diff = float(np.abs(fp32_logits - pt_logits).max())
+    fp32_rows = measure.rows_onnx(ort_session(exported.fp32_path, cfg.threads), ctx.loader, task)
+    fp32 = task.score(fp32_rows, test)
+    max_diff = measure.max_abs_diff(fp32_rows, pt_rows)
     if max_diff > cfg.parity_atol:
         raise ExportError(
             f"ONNX fp32 logits of checkpoint {name} differ from PyTorch by {max_diff:.2e} on the test "
             f"set, above export.parity_atol={cfg.parity_atol:g}. The export is wrong; the files are "
             f"in {staging} for inspection."
         )
-    console.print(f"[bold]Export[/bold] {name}: INT8 quantization with the accuracy gate ...")
-    int8_logits: dict[str, np.ndarray] = {}  # attempt file stem (= method) -> logits
+    console.print(f"[bold]Export[/bold] {name}: INT8 quantization with the {task.metric_label} gate ...")
+    int8_scored: dict[str, object] = {}  # attempt file stem (= method) -> Scored
 
     def evaluate(path: Path) -> float:
-        accuracy, int8_logits[path.stem] = measure.accuracy_onnx(ort_session(path, cfg.threads), ctx.int8_loader)
-        return accuracy
+        int8_scored[path.stem] = task.score(measure.rows_onnx(ort_session(path, cfg.threads), ctx.int8_loader, task), test)
+        return int8_scored[path.stem].value
 
-    gate = quantize_with_gate(exported.fp32_path, exported.int8_path, evaluate, fp32_acc, cfg.int8_max_drop,
+    gate = quantize_with_gate(exported.fp32_path, exported.int8_path, evaluate, fp32.value, cfg.int8_max_drop,
                               cfg.int8_fallbacks, ctx.calibration, None, first=cfg.int8_method, key_length=key_length)
     if not gate["passed"]:
         result.failures.append(f"Checkpoint {name}: {gate['verdict']}")
-    serving = _batched_model(exported.fp32_path, gate, evaluate, fp32_acc, cfg.int8_max_drop, key_length)
-    # The shipped file is the attempt the gate evaluated on int8_loader: its accuracy, not a rerun.
-    int8_acc = next(a["accuracy"] for a in gate["attempts"] if a["method"] == gate["shipped"])
+    serving = _batched_model(exported.fp32_path, gate, evaluate, fp32.value, cfg.int8_max_drop, key_length)
+    # The shipped file is the attempt the gate evaluated on int8_loader: its score, not a rerun.
+    int8 = int8_scored[gate["shipped"]]
     entry = {
         "name": name, "step": info.get("step"), "density": info.get("density", 1.0),
         "params": student.num_parameters(),
         "heads_per_layer": student.config.heads_per_layer,
         "ffn_width_per_layer": student.config.ffn_width_per_layer,
-        "accuracy": {"pytorch_fp32": pt_acc, "onnx_fp32": fp32_acc, "onnx_int8": int8_acc},
+        # the task's metric (report["task"]["metric"]); "metrics" has the rest (macro-F1, per class...)
+        "accuracy": {"pytorch_fp32": pt.value, "onnx_fp32": fp32.value, "onnx_int8": int8.value},
+        "metrics": {"pytorch_fp32": pt.details, "onnx_fp32": fp32.details, "onnx_int8": int8.details},
         "latency_ms": {}, "latency_grid": {},  # filled by the timing rounds
         "size_mb": {"onnx_fp32": round(file_mb(exported.fp32_path), 2), "onnx_int8": round(file_mb(exported.int8_path), 2)},
         "onnx_max_abs_diff": max_diff, "fused_ops": exported.fused_ops, "quantized_ops": gate["quantized_ops"],
@@ -257,9 +266,8 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
         "compaction_max_abs_diff": info.get("compaction_max_abs_diff"),
         "densities": info.get("densities", {}),
     }
-    correct = {fmt: logits.argmax(-1) == ctx.labels for fmt, logits in
-               (("pytorch_fp32", pt_logits), ("onnx_fp32", fp32_logits), ("onnx_int8", int8_logits[gate["shipped"]]))}
-    return _Exported(entry, ckpt_dir, student.config, exported.fp32_path, exported.int8_path, staging, final, correct)
+    units = {"pytorch_fp32": pt.units, "onnx_fp32": fp32.units, "onnx_int8": int8.units}
+    return _Exported(entry, ckpt_dir, student.config, exported.fp32_path, exported.int8_path, staging, final, units)
 
 
 def _batched_model(fp32_path: Path, gate: dict, evaluate, fp32_accuracy: float, max_drop: float, key_length: int) -> dict:
@@ -296,11 +304,13 @@ def _write_bundle(item: _Exported, ctx: _Context, report: dict, result: ExportRe
     tokenizer.save_pretrained(str(bundle))
     (bundle / "config.json").write_text(item.student_config.to_json())
     grid = {"batch_sizes": cfg.grid_batch_sizes, "seq_lens": cfg.grid_seq_lens}
+    task_spec = ctx.task.bundle_spec(ctx.data)
     bundle_files.write_input_spec(bundle, tokenizer, ctx.recipe.data.max_seq_len, item.student_config.id2label,
-                                  latency_grid=grid, latency_budget=ctx.budget)
-    bundle_files.write_parity_vectors(bundle, tokenizer, ctx.data.test.texts[:4], ctx.recipe.data.max_seq_len,
+                                  latency_grid=grid, latency_budget=ctx.budget, task=task_spec)
+    parity_texts = ctx.task.parity_texts(ctx.data)  # parity vectors: real test texts
+    bundle_files.write_parity_vectors(bundle, tokenizer, parity_texts, ctx.recipe.data.max_seq_len,
                                       fp32_atol=cfg.parity_atol, int8_atol=bundle_files.PARITY_INT8_ATOL,
-                                      threads=cfg.threads)  # parity vectors: real test sentences
+                                      threads=cfg.threads)
     model_name = f"{ctx.recipe.name}-{entry['name']}".replace("/", "-")
     serving = entry["serving"]
     # Triton batches requests from different clients: its models run the batch-invariant file
@@ -310,7 +320,7 @@ def _write_bundle(item: _Exported, ctx: _Context, report: dict, result: ExportRe
                                          preferred_batch_sizes=settings["preferred"], instances=settings["instances"],
                                          threads=cfg.threads)
     package.write_serving(bundle, model_name, serving["batched_model"], serving["why"], settings,
-                          warmup_text=ctx.data.test.texts[0])
+                          warmup_text=parity_texts[0], task=task_spec)
     entry["gpu"] = _gpu_status(cfg.gpu)  # the card's line; the verification below fills in measurements
     bundle_files.write_model_card(bundle, _card(report, entry, ctx.budget, model_name))
     bundle_files.copy_verifier(bundle)
@@ -356,11 +366,12 @@ def export_run(
     recipe,
     teacher,
     tokenizer,
-    data: TextClassificationData,
+    data: TaskData,
     extra: dict | None = None,
     console: Console | None = None,
     only: list[str] | None = None,
     rounds: int | None = None,
+    task: Task | None = None,
 ) -> ExportResult:
     """Export, gate, time, bundle and verify every checkpoint in ``run_dir``; write the report, the
     Pareto table/plot and ``bundles/selected`` into ``out_dir``.
@@ -375,8 +386,9 @@ def export_run(
     checkpoints = _chosen_checkpoints(run_dir, only)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(recipe.export.threads)
-    ctx = _context(run_dir, out_dir, recipe, tokenizer, data, console or Console(stderr=True), rounds)
-    report, teacher_correct = _start_report(ctx, teacher, extra)
+    ctx = _context(run_dir, out_dir, recipe, tokenizer, data, task or default_task(), console or Console(stderr=True),
+                   rounds)
+    report, teacher_units = _start_report(ctx, teacher, extra)
     result = ExportResult(report, out_dir / "report.json")
     exported = [_export_checkpoint(ckpt_dir, ctx, result) for ckpt_dir in checkpoints]
     report["checkpoints"] = [item.entry for item in exported]
@@ -384,7 +396,8 @@ def export_run(
                       f"{ctx.rounds} alternating rounds, in a process of their own ...")
     run_timing.time_models(report, teacher, [(item.entry, item.checkpoint_dir, item.fp32_path, item.int8_path)
                                              for item in exported], ctx.rounds, tokenizer.vocab_size)
-    run_timing.accuracy_intervals(report, teacher_correct, [(item.entry, item.correct) for item in exported])
+    run_timing.accuracy_intervals(report, teacher_units, [(item.entry, item.units) for item in exported],
+                                  ctx.task.statistic)
     for item in exported:
         _write_bundle(item, ctx, report, result)
     result.json_path, _ = save_report(report, out_dir)

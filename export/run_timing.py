@@ -132,25 +132,27 @@ def _order_violations(entries: list[dict]) -> list[str]:
 # accuracy
 
 
-def _ci(correct: np.ndarray) -> dict:
-    interval = bootstrap.accuracy_interval(correct)
-    return {"low": round(interval["low"], 6), "high": round(interval["high"], 6)}
-
-
-def _diff(a: np.ndarray, b: np.ndarray) -> dict:
-    d = bootstrap.paired_difference_interval(a, b)
-    return {"difference": round(d["difference"], 6), "low": round(d["low"], 6), "high": round(d["high"], 6)}
-
-
-def accuracy_intervals(report: dict, teacher_correct: np.ndarray, checkpoints: list[tuple[dict, dict]]) -> None:
-    """95% bootstrap intervals for every accuracy and paired intervals for the report's differences.
+def accuracy_intervals(report: dict, teacher_correct: np.ndarray, checkpoints: list[tuple[dict, dict]],
+                       statistic=bootstrap.mean_of_first) -> None:
+    """95% bootstrap intervals for every value of the task's metric and paired intervals for the
+    report's differences.
 
     Args:
-        teacher_correct: (test examples,) bool for the teacher.
-        checkpoints: (report entry, {format: (test examples,) bool}) each, examples in the same order.
+        teacher_correct: (test examples, k) metric units of the teacher (1-D: correctness).
+        checkpoints: (report entry, {format: units like teacher_correct}) each, examples in the same order.
+        statistic: the task's ``statistic`` (mean units -> metric).
     """
+
+    def _ci(units: np.ndarray) -> dict:
+        interval = bootstrap.accuracy_interval(units, statistic=statistic)
+        return {"low": round(interval["low"], 6), "high": round(interval["high"], 6)}
+
+    def _diff(a: np.ndarray, b: np.ndarray) -> dict:
+        d = bootstrap.paired_difference_interval(a, b, statistic=statistic)
+        return {"difference": round(d["difference"], 6), "low": round(d["low"], 6), "high": round(d["high"], 6)}
+
     report["accuracy_setup"] = {
-        "interval": f"{int(100 * bootstrap.LEVEL)}% percentile bootstrap over the {teacher_correct.size} test examples",
+        "interval": f"{int(100 * bootstrap.LEVEL)}% percentile bootstrap over the {len(teacher_correct)} test examples",
         "differences": "paired bootstrap: both models scored on the same resampled examples",
         "resamples": bootstrap.RESAMPLES, "seed": bootstrap.SEED,
     }

@@ -188,6 +188,16 @@ def random_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0)
     return input_ids, np.ones_like(input_ids)
 
 
+def session_feed(session, input_ids: np.ndarray, attention_mask: np.ndarray,
+                 token_type_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The feed for ``session``: input_ids and attention_mask, plus token_type_ids (segment 0 where
+    not given) when the model takes them (a pair-task student with segment embeddings)."""
+    feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if any(i.name == "token_type_ids" for i in session.get_inputs()):
+        feed["token_type_ids"] = token_type_ids if token_type_ids is not None else np.zeros_like(input_ids)
+    return feed
+
+
 # Untimed calls continue for at least this long: another session's (or PyTorch's) thread pool keeps
 # spinning for a while after its last call, and timing through that competes with it for the cores.
 MIN_WARMUP_SECONDS = 0.1

@@ -27,19 +27,19 @@ import numpy as np
 
 if __package__:  # imported as distilprune.export.verify
     from distilprune.export.runtime import (
-        available_threads, import_onnxruntime, machine_info, make_session, random_inputs, sha256_file, time_ms,
+        available_threads, import_onnxruntime, machine_info, make_session, random_inputs, session_feed, sha256_file, time_ms,
         write_atomic,
     )
 else:  # run as a script: the copy inside a bundle (runtime.py copied beside it as verify_runtime.py)
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # python -I and runpy do not add it
     try:
         from verify_runtime import (
-            available_threads, import_onnxruntime, machine_info, make_session, random_inputs, sha256_file, time_ms,
+            available_threads, import_onnxruntime, machine_info, make_session, random_inputs, session_feed, sha256_file, time_ms,
             write_atomic,
         )
     except ImportError:  # export/verify.py run from a source checkout, beside runtime.py
         from runtime import (
-            available_threads, import_onnxruntime, machine_info, make_session, random_inputs, sha256_file, time_ms,
+            available_threads, import_onnxruntime, machine_info, make_session, random_inputs, session_feed, sha256_file, time_ms,
             write_atomic,
         )
 
@@ -128,7 +128,7 @@ def _run_cell(session, provider: str, input_ids: np.ndarray, attention_mask: np.
     if provider == "cuda":
         run, _ = bound_runner(session, input_ids, attention_mask, "cuda")
     else:
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+        feed = session_feed(session, input_ids, attention_mask)
 
         def run():
             session.run(None, feed)
@@ -271,6 +271,8 @@ def _argmax_check(name: str, logits: np.ndarray, expected: np.ndarray, atol: flo
     tolerance (a legitimate tie that a within-tolerance change may flip)."""
     if logits.shape != expected.shape:
         return
+    # (texts, labels), or (texts, tokens, labels) for a token classifier: one row per scored position
+    logits, expected = logits.reshape(-1, logits.shape[-1]), expected.reshape(-1, expected.shape[-1])
     top2 = np.sort(expected, axis=-1)[:, -2:] if expected.shape[-1] > 1 else np.zeros((len(expected), 2))
     clear = (top2[:, 1] - top2[:, 0]) > 2 * atol
     flipped = (logits.argmax(-1) != expected.argmax(-1)) & clear
@@ -357,8 +359,7 @@ def _check_parity_file(bundle: Path, sessions: dict, checks: _Checks) -> dict | 
         checks.add("parity", False, parity_problem)
         return None
     try:
-        input_ids = np.asarray(parity["inputs"]["input_ids"], dtype=np.int64)
-        attention_mask = np.asarray(parity["inputs"]["attention_mask"], dtype=np.int64)
+        inputs = {name: np.asarray(values, dtype=np.int64) for name, values in parity["inputs"].items()}
         stored = {fmt: (np.asarray(parity["models"][fmt]["logits"], dtype=np.float32), float(parity["models"][fmt]["atol"]))
                   for fmt in ("fp32", "int8")}
     except (KeyError, TypeError, ValueError) as error:
@@ -369,7 +370,9 @@ def _check_parity_file(bundle: Path, sessions: dict, checks: _Checks) -> dict | 
             checks.add(f"parity {fmt}", False, f"{MODELS[key]} could not be run")
             continue
         expected, atol = stored[fmt]
-        logits = sessions[key].run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+        session = sessions[key]
+        logits = session.run(["logits"], session_feed(session, inputs["input_ids"], inputs["attention_mask"],
+                                                      inputs.get("token_type_ids")))[0]
         _parity(fmt, logits, expected, atol, checks)
         _argmax_check(fmt, logits, expected, atol, checks)
     return parity

@@ -12,14 +12,12 @@ teacher's outputs are cached, attaches them to the batch as ``teacher_logits`` /
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
-
-from distilprune.data import collate
 
 # A bucket spans this many global batches: long enough that sorting inside it groups similar
 # lengths (less padding), short enough that the epoch's order stays close to a uniform shuffle.
@@ -152,32 +150,35 @@ class CachedTeacher(Protocol):
 
     hidden_layers: list[int]
 
-    def batch_logits(self, indices: Sequence[int]) -> torch.Tensor: ...
+    def batch_logits(self, indices: Sequence[int]) -> torch.Tensor: ...  # (scored rows, labels)
 
     def batch_hidden(self, indices: Sequence[int], pad_to: int) -> list[torch.Tensor]: ...
 
 
 class PaddingCollator:
-    """Collate a list of :class:`~distilprune.data.TokenizedSplit` items into a padded batch.
+    """Collate a list of a task's tokenized items into a padded batch, with cached teacher outputs.
 
     Args:
+        collate: the task's ``collate(examples, pad_token_id, pad_to)`` (pads and stacks labels).
         pad_token_id: id written into padded positions (attention_mask is 0 there).
         pad_to: None = pad to the longest example of the batch (dynamic padding); an int = pad
             every batch to exactly that many tokens (examples are already truncated to it).
         teacher_outputs: cached teacher outputs for the split being batched, or None. When given,
-            the batch also carries ``teacher_logits`` float32 (batch, labels) and, when hidden states
+            the batch also carries ``teacher_logits`` float32 (scored rows, labels): the rows
+            ``task.scored_logits`` picks from a model's logits, in the same order; and, when hidden states
             are stored, ``teacher_hidden``: a list (one per stored layer, in stored order) of float32
             (batch, seq, hidden) tensors padded with zeros like input_ids.
 
     A module-level class (not a closure), so DataLoader worker processes can pickle it.
     """
 
-    def __init__(self, pad_token_id: int = 0, pad_to: int | None = None,
+    def __init__(self, collate: Callable[..., dict], pad_token_id: int = 0, pad_to: int | None = None,
                  teacher_outputs: CachedTeacher | None = None) -> None:
+        self.collate = collate
         self.pad_token_id, self.pad_to, self.teacher_outputs = pad_token_id, pad_to, teacher_outputs
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch: dict[str, Any] = collate(examples, pad_token_id=self.pad_token_id, pad_to=self.pad_to)
+        batch: dict[str, Any] = self.collate(examples, pad_token_id=self.pad_token_id, pad_to=self.pad_to)
         if self.teacher_outputs is not None:
             indices = batch["index"].tolist()
             batch["teacher_logits"] = self.teacher_outputs.batch_logits(indices)

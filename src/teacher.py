@@ -65,16 +65,18 @@ def load_tokenizer(source: str, spec: str):
 
 
 def load_teacher(
-    source: str, spec: str, num_labels: int | None, label_names: list[str] | None = None, tokenizer=None
+    source: str, spec: str, num_labels: int | None, label_names: list[str] | None = None, tokenizer=None,
+    auto_class: str = "AutoModelForSequenceClassification",
 ) -> nn.Module:
-    """A Hugging Face sequence classifier in eval mode, with eager attention.
+    """A Hugging Face classifier (``auto_class``: the task's, e.g. AutoModelForTokenClassification)
+    in eval mode, with eager attention.
 
     Eager attention keeps the model exportable in the form ONNX Runtime fuses, and lets the
     student copy reproduce its numerics; ``num_labels=None`` keeps the checkpoint's own head.
     The model is checked against ``tokenizer`` (see :func:`check_vocabulary`); without one, against
     the tokenizer saved next to the weights in ``source``, when there is one.
     """
-    from transformers import AutoModelForSequenceClassification
+    import transformers
     from transformers.utils import logging as hf_logging
 
     kwargs: dict[str, Any] = {"attn_implementation": "eager"}
@@ -86,7 +88,7 @@ def load_teacher(
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected here
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
+        model = getattr(transformers, auto_class).from_pretrained(source, **kwargs)
     except Exception as error:
         raise ModelError(_load_failure(spec, "model", error)) from None
     finally:

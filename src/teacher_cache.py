@@ -11,10 +11,14 @@ any of them gives a new key and a new directory (the old one is simply no longer
 Layout of one cache directory::
 
     meta.json                     what was stored and how (format, key, shapes, shards, fingerprint)
-    shard-00000.safetensors       examples [0, shard_size): "logits" float32 (n, labels),
-    shard-00001.safetensors       "offsets" int64 (n + 1,) token offsets, "hidden.<layer>"
-    ...                           fp16/bf16 (tokens, hidden): example i's true-length rows
+    shard-00000.safetensors       examples [0, shard_size): "logits" (rows, labels): every example's
+    shard-00001.safetensors       scored rows (the task's: 1 per sentence, 1 per labelled word...),
+    ...                           "logit_offsets" int64 (n + 1,) row offsets, "offsets" int64 (n + 1,)
+                                  token offsets, "hidden.<layer>" fp16/bf16 (tokens, hidden): example
+                                  i's true-length rows
 
+Logits are stored in the task's cache dtype (float32 for a sentence's one row, float16 for a token
+classifier's row per word), so the cache grows with the scored positions, not with padding.
 Hidden states are stored unpadded (true length x hidden) in half precision: a snippet of 25 tokens
 costs 25 x 384 x 2 bytes per layer instead of 128 x 384 x 4.
 """
@@ -33,10 +37,10 @@ import torch
 from torch import nn
 
 from distilprune import assets
-from distilprune.data import TokenizedSplit
 from distilprune.errors import DataError, ModelError
+from distilprune.tasks import Task, default_task, model_inputs
 
-FORMAT = 1
+FORMAT = 2
 META = "meta.json"
 
 
@@ -78,7 +82,7 @@ def teacher_outputs_root() -> Path:
     return assets.cache_root() / "teacher_outputs"
 
 
-def split_fingerprint(split: TokenizedSplit) -> str:
+def split_fingerprint(split) -> str:
     """sha256 of the split's token ids and labels: a last check that the cache matches the data."""
     digest = hashlib.sha256()
     for ids, label in zip(split.input_ids, split.labels):
@@ -91,34 +95,37 @@ def split_fingerprint(split: TokenizedSplit) -> str:
 class TeacherOutputs:
     """Read access to one cache directory.
 
-    ``logits(i)`` -> float32 (labels,); ``hidden(i)`` -> list over stored layers of float32
-    (true_len_i, hidden). Logits and token offsets are held in memory (a few bytes per example);
-    hidden states are read from the memory-mapped shards when asked for.
+    ``logits(i)`` -> float32 (scored rows of example i, labels); ``hidden(i)`` -> list over stored
+    layers of float32 (true_len_i, hidden). Logits and offsets are held in memory (a few bytes per
+    scored row); hidden states are read from the memory-mapped shards when asked for.
     """
 
-    def __init__(self, directory: Path, meta: dict, logits: torch.Tensor, offsets: list[torch.Tensor]) -> None:
+    def __init__(self, directory: Path, meta: dict, logits: torch.Tensor, row_offsets: torch.Tensor,
+                 offsets: list[torch.Tensor]) -> None:
         self.directory = Path(directory)
         self.meta = meta
         self.key: str = meta["key"]
         self.hidden_layers: list[int] = list(meta["hidden_layers"] or [])
         self.shard_size: int = meta["shard_size"]
-        self._logits = logits  # float32 (num_examples, labels)
-        self._offsets = offsets  # per shard: int64 (n + 1,)
+        self._logits = logits  # float32 (all scored rows, labels)
+        self._row_offsets = row_offsets  # int64 (num_examples + 1,): example i's rows
+        self._offsets = offsets  # per shard: int64 (n + 1,) token offsets of the hidden states
         self._handles: dict[int, object] = {}
 
     def __len__(self) -> int:
-        return self._logits.shape[0]
+        return self._row_offsets.shape[0] - 1
 
     @property
     def num_labels(self) -> int:
         return self._logits.shape[1]
 
     def logits(self, i: int) -> torch.Tensor:
-        return self._logits[i]
+        return self._logits[self._row_offsets[i]:self._row_offsets[i + 1]]
 
     def batch_logits(self, indices: Sequence[int]) -> torch.Tensor:
-        """float32 (batch, labels), a copy."""
-        return self._logits[torch.as_tensor(list(indices), dtype=torch.long)]
+        """float32 (scored rows of the examples, in order, labels), a copy: what
+        ``task.scored_logits`` picks from the teacher's logits on the same batch."""
+        return torch.cat([self.logits(i) for i in indices]) if len(indices) else self._logits[:0].clone()
 
     def _shard(self, number: int):
         handle = self._handles.get(number)
@@ -164,7 +171,7 @@ def _corrupt(directory: Path, what: str) -> DataError:
     )
 
 
-def load_teacher_outputs(directory: Path, split: TokenizedSplit | None = None) -> TeacherOutputs:
+def load_teacher_outputs(directory: Path, split=None) -> TeacherOutputs:
     """Open a finished cache directory, checking every shard's presence, size and header."""
     from safetensors import safe_open
 
@@ -187,7 +194,7 @@ def load_teacher_outputs(directory: Path, split: TokenizedSplit | None = None) -
                 f"key matches: something that changes the data is missing from the key. Delete that "
                 f"directory (rm -r {directory}) and run again."
             )
-    logits, offsets = [], []
+    logits, row_counts, offsets = [], [], []
     for number, shard in enumerate(shards):
         path = directory / shard["file"]
         if not path.is_file():
@@ -199,24 +206,30 @@ def load_teacher_outputs(directory: Path, split: TokenizedSplit | None = None) -
         try:
             with safe_open(str(path), framework="pt") as handle:
                 shard_logits, shard_offsets = handle.get_tensor("logits"), handle.get_tensor("offsets")
+                shard_rows = handle.get_tensor("logit_offsets")
                 names = set(handle.keys())
         except Exception as error:
             raise _corrupt(directory, f"shard {shard['file']} cannot be read ({error})") from None
         missing = {f"hidden.{layer}" for layer in meta["hidden_layers"] or []} - names
-        if missing or shard_logits.shape[0] != shard["count"] or shard_offsets.shape[0] != shard["count"] + 1:
+        if (missing or shard_rows.shape[0] != shard["count"] + 1 or int(shard_rows[-1]) != shard_logits.shape[0]
+                or shard_offsets.shape[0] != shard["count"] + 1):
             raise _corrupt(directory, f"shard {shard['file']} does not hold what {META} says")
-        logits.append(shard_logits)
+        logits.append(shard_logits.float())
+        row_counts.append(shard_rows.diff())
         offsets.append(shard_offsets)
-    all_logits = torch.cat(logits) if logits else torch.zeros(0, meta.get("num_labels", 0))
-    if all_logits.shape[0] != meta["num_examples"]:
-        raise _corrupt(directory, f"its shards hold {all_logits.shape[0]} examples, {META} says {meta['num_examples']}")
-    return TeacherOutputs(directory, meta, all_logits, offsets)
+    all_logits = torch.cat(logits) if logits else torch.zeros(0, meta.get("num_labels") or 0)
+    counts = torch.cat(row_counts) if row_counts else torch.zeros(0, dtype=torch.long)
+    if counts.shape[0] != meta["num_examples"]:
+        raise _corrupt(directory, f"its shards hold {counts.shape[0]} examples, {META} says {meta['num_examples']}")
+    row_offsets = torch.zeros(counts.shape[0] + 1, dtype=torch.long)
+    row_offsets[1:] = torch.cumsum(counts, 0)
+    return TeacherOutputs(directory, meta, all_logits, row_offsets, offsets)
 
 
 # -- building -------------------------------------------------------------------------------------
 def build_teacher_outputs(
     teacher: nn.Module,
-    split: TokenizedSplit,
+    split,
     directory: Path,
     key: str,
     batch_size: int,
@@ -224,12 +237,13 @@ def build_teacher_outputs(
     hidden_layers: list[int] | None,
     shard_size: int = 4096,
     progress: bool = True,
+    task: Task | None = None,
 ) -> TeacherOutputs:
     """Load ``directory/key`` when it holds a finished cache, else run the teacher once and write it.
 
     Args:
-        teacher: a Hugging Face sequence classifier (called with input_ids, attention_mask).
-        split: the tokenized training split; cache row i = ``split[i]``.
+        teacher: a Hugging Face classifier (called with the batch's model inputs).
+        split: the tokenized training split (``task.tokenize``); cache entry i = ``split[i]``.
         directory: the cache root (normally :func:`teacher_outputs_root`); the cache is ``directory/key``.
         key: from :func:`teacher_cache_key`.
         batch_size: examples per teacher forward pass (batches are length-sorted inside each shard).
@@ -239,7 +253,9 @@ def build_teacher_outputs(
             in the order the loss wants them; None or [] = logits only.
         shard_size: examples per shard file.
         progress: show a progress bar on stderr.
+        task: pads the batches and picks the scored rows (default: sequence classification).
     """
+    task = task if task is not None else default_task()
     final = Path(directory) / key
     if final.exists():
         outputs = load_teacher_outputs(final, split)
@@ -254,7 +270,7 @@ def build_teacher_outputs(
     start = time.perf_counter()
     try:
         meta = _write_shards(teacher, split, staging, key, batch_size, autocast_dtype, hidden_layers,
-                             shard_size, progress)
+                             shard_size, progress, task)
         meta["build_seconds"] = round(time.perf_counter() - start, 2)
         tmp = staging / (META + ".tmp")
         tmp.write_text(json.dumps(meta, indent=2))
@@ -277,7 +293,7 @@ def _log(message: str) -> None:
 
 
 def _write_shards(teacher, split, staging: Path, key: str, batch_size: int, autocast_dtype,
-                  hidden_layers: list[int], shard_size: int, progress: bool) -> dict:
+                  hidden_layers: list[int], shard_size: int, progress: bool, task: Task) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from safetensors.torch import save_file
 
@@ -285,6 +301,7 @@ def _write_shards(teacher, split, staging: Path, key: str, batch_size: int, auto
     # bf16 autocast: the states are bf16 already, so bf16 storage is exact; otherwise fp16 keeps
     # 3 more mantissa bits than bf16 and BERT hidden states stay far below fp16's 65504 limit.
     store_dtype = torch.bfloat16 if autocast_dtype == torch.bfloat16 else torch.float16
+    store_logits = task.cache_dtype()
     lengths = split.lengths()
     pad_id = 0
     was_training = teacher.training
@@ -294,7 +311,7 @@ def _write_shards(teacher, split, staging: Path, key: str, batch_size: int, auto
                    disable=not progress, transient=True)
     try:
         with bar, torch.inference_mode():
-            task = bar.add_task("teacher", total=len(split))
+            progress_row = bar.add_task("teacher", total=len(split))
             for shard_start in range(0, len(split), shard_size):
                 rows = list(range(shard_start, min(len(split), shard_start + shard_size)))
                 logits_rows: list[torch.Tensor | None] = [None] * len(rows)
@@ -303,19 +320,13 @@ def _write_shards(teacher, split, staging: Path, key: str, batch_size: int, auto
                 order = sorted(range(len(rows)), key=lambda r: lengths[rows[r]])
                 for b in range(0, len(order), batch_size):
                     chosen = order[b:b + batch_size]
-                    longest = max(lengths[rows[r]] for r in chosen)
-                    input_ids = torch.full((len(chosen), longest), pad_id, dtype=torch.long)
-                    attention_mask = torch.zeros((len(chosen), longest), dtype=torch.long)
-                    for j, r in enumerate(chosen):
-                        ids = split.input_ids[rows[r]]
-                        input_ids[j, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-                        attention_mask[j, :len(ids)] = 1
+                    batch = task.collate([split[rows[r]] for r in chosen], pad_token_id=pad_id)
                     with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                         enabled=autocast_dtype is not None):
-                        out = teacher(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                      output_hidden_states=bool(hidden_layers))
-                    logits = out.logits.float().cpu()
-                    num_labels = logits.shape[1]
+                        inputs = {name: value.to(device) for name, value in model_inputs(batch).items()}
+                        out = teacher(**inputs, output_hidden_states=bool(hidden_layers))
+                    per_example = task.example_rows(out.logits.float().cpu(), batch)
+                    num_labels = out.logits.shape[-1]
                     if hidden_layers:
                         states = out.hidden_states
                         bad = [layer for layer in hidden_layers if not 0 <= layer < len(states)]
@@ -328,17 +339,18 @@ def _write_shards(teacher, split, staging: Path, key: str, batch_size: int, auto
                         picked = [states[layer].to("cpu", store_dtype) for layer in hidden_layers]
                         hidden_size = picked[0].shape[-1]
                     for j, r in enumerate(chosen):
-                        logits_rows[r] = logits[j]
+                        logits_rows[r] = per_example[j].to(store_logits)
                         if hidden_layers:
                             n = lengths[rows[r]]
                             hidden_rows[r] = [p[j, :n].clone() for p in picked]
-                    bar.advance(task, len(chosen))
+                    bar.advance(progress_row, len(chosen))
                 shards.append(_save_shard(staging, len(shards), key, shard_start, logits_rows, hidden_rows,
                                           hidden_layers, save_file))
     finally:
         teacher.train(was_training)
     return {
-        "format": FORMAT, "key": key, "num_examples": len(split), "num_labels": num_labels,
+        "format": FORMAT, "key": key, "num_examples": len(split), "num_labels": num_labels, "task": task.name,
+        "logits_dtype": str(store_logits).removeprefix("torch."),
         "hidden_layers": hidden_layers, "hidden_size": hidden_size,
         "hidden_dtype": str(store_dtype).removeprefix("torch.") if hidden_layers else None,
         "autocast_dtype": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else None,
@@ -350,7 +362,10 @@ def _write_shards(teacher, split, staging: Path, key: str, batch_size: int, auto
 def _save_shard(staging: Path, number: int, key: str, first: int, logits_rows, hidden_rows,
                 hidden_layers: list[int], save_file) -> dict:
     name = f"shard-{number:05d}.safetensors"
-    tensors = {"logits": torch.stack(logits_rows).contiguous()}
+    tensors = {"logits": torch.cat(logits_rows).contiguous()}
+    row_offsets = torch.zeros(len(logits_rows) + 1, dtype=torch.long)
+    row_offsets[1:] = torch.cumsum(torch.tensor([r.shape[0] for r in logits_rows], dtype=torch.long), 0)
+    tensors["logit_offsets"] = row_offsets
     token_counts = [h[0].shape[0] for h in hidden_rows] if hidden_layers else [0] * len(logits_rows)
     offsets = torch.zeros(len(logits_rows) + 1, dtype=torch.long)
     offsets[1:] = torch.cumsum(torch.tensor(token_counts, dtype=torch.long), 0)

@@ -194,12 +194,14 @@ def test_datamodule_resume_skip_and_rng():
     assert len(dm.train_dataloader()) == len(full) == 5
 
 
-def test_collator_without_teacher_matches_plain_collate():
-    from distilprune.data import collate
+def test_collator_without_teacher_is_the_tasks_collate():
+    from distilprune.tasks import default_task
 
+    task = default_task()
     examples = [{"input_ids": [2, 7, 8], "label": 1, "index": 0}, {"input_ids": [2, 9], "label": 0, "index": 1}]
-    ours, plain = PaddingCollator(0)(examples), collate(examples, 0)
+    ours, plain = PaddingCollator(task.collate, 0)(examples), task.collate(examples, 0)
     assert ours.keys() == plain.keys() and all(torch.equal(ours[k], plain[k]) for k in ours)
+    assert ours["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]] and ours["labels"].tolist() == [1, 0]
 
 
 def test_lightning_fit_sets_the_epoch_and_reads_the_global_batch():

@@ -105,18 +105,20 @@ def test_cls_only_last_layer_gives_the_full_logits_and_gradients(batch, heads, w
 def test_init_from_a_kept_checkpoint_is_checked_against_recipe_and_teacher(tmp_path, tiny_teacher, batch):
     from distilprune.config import load_recipe
     from distilprune.errors import ConfigError
+    from distilprune.tasks import default_task
     from distilprune.train.distill_stage import build_student
 
+    task = default_task()
     saved = student_from_teacher(tiny_teacher, num_layers=2, init_layers=[0, 2]).eval()
     saved.save(tmp_path / "final")
     recipe = load_recipe(["recipe=quickstart", f"student.init_from={tmp_path / 'final'}", "student.num_layers=2"])
-    student = build_student(recipe, tiny_teacher).eval()
+    student = build_student(recipe, tiny_teacher, task).eval()
     with torch.no_grad():
         assert torch.equal(student(*batch), saved(*batch))  # the checkpoint, not fresh teacher layers
     deeper = load_recipe(["recipe=quickstart", f"student.init_from={tmp_path / 'final'}", "student.num_layers=3"])
     with pytest.raises(ConfigError, match=r"it has 2 layers but student.num_layers is 3 \(set student.num_layers=2\)"):
-        build_student(deeper, tiny_teacher)
+        build_student(deeper, tiny_teacher, task)
     other_labels = load_recipe(["recipe=quickstart", f"student.init_from={tmp_path / 'final'}", "student.num_layers=2"])
     from conftest import tiny_bert
     with pytest.raises(ConfigError, match="it predicts 2 labels, the teacher 3"):
-        build_student(other_labels, tiny_bert(num_labels=3))
+        build_student(other_labels, tiny_bert(num_labels=3), task)

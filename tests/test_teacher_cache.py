@@ -10,6 +10,7 @@ import torch
 from conftest import VOCAB, tiny_bert
 from distilprune.data import Split, TokenizedSplit
 from distilprune.errors import DataError
+from distilprune.tasks import default_task
 from distilprune.teacher_cache import (
     build_teacher_outputs,
     load_teacher_outputs,
@@ -70,13 +71,13 @@ def test_cached_outputs_equal_the_live_teacher(tmp_path):
     for i in range(len(split)):
         ref = live(teacher.model, split, i)
         assert outputs.logits(i).dtype == torch.float32
-        torch.testing.assert_close(outputs.logits(i), ref.logits[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(outputs.logits(i), ref.logits, atol=1e-5, rtol=0)  # (1 scored row, labels)
         hidden = outputs.hidden(i)
         assert [h.shape for h in hidden] == [(len(split.input_ids[i]), 64)] * 2
         for stored, layer in zip(hidden, (1, 3)):  # fp16 storage: relative error ~5e-4
             torch.testing.assert_close(stored, ref.hidden_states[layer][0], atol=1e-2, rtol=1e-3)
     rows = [4, 30, 17]
-    torch.testing.assert_close(outputs.batch_logits(rows), torch.stack([outputs.logits(i) for i in rows]))
+    torch.testing.assert_close(outputs.batch_logits(rows), torch.cat([outputs.logits(i) for i in rows]))
     padded = outputs.batch_hidden(rows, pad_to=30)
     assert padded[1].shape == (3, 30, 64)
     for row, i in enumerate(rows):
@@ -148,7 +149,7 @@ def test_bf16_autocast_stores_bf16_states(tmp_path):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         ref = teacher.model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True)
     # same computation up to batch padding; bf16 has ~3 significant digits
-    torch.testing.assert_close(outputs.logits(0), ref.logits[0].float(), atol=3e-2, rtol=0)
+    torch.testing.assert_close(outputs.logits(0), ref.logits.float(), atol=3e-2, rtol=0)
     torch.testing.assert_close(outputs.hidden(0)[0], ref.hidden_states[3][0].float(), atol=6e-2, rtol=2e-2)
 
 
@@ -161,7 +162,7 @@ def test_cache_is_readable_through_pickle_and_datamodule_collate(tmp_path):
     outputs = build_teacher_outputs(CountingTeacher(), split, tmp_path, "k", 16, None, [1, 2], progress=False)
     outputs.hidden(0)  # opens a shard handle; pickling must still work (DataLoader workers)
     copy = pickle.loads(pickle.dumps(outputs))
-    batch = PaddingCollator(0, None, copy)([split[i] for i in (3, 9)])
+    batch = PaddingCollator(default_task().collate, 0, None, copy)([split[i] for i in (3, 9)])
     assert torch.equal(batch["teacher_logits"], outputs.batch_logits([3, 9]))
     assert [h.shape for h in batch["teacher_hidden"]] == [(2, batch["input_ids"].shape[1], 64)] * 2
 

@@ -7,12 +7,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from distilprune.batching import PaddingCollator, ShuffledBatchSampler
-from distilprune.data import TextClassificationData, TokenizedSplit
 from distilprune.errors import ConfigError
+from distilprune.tasks import Task, TaskData, default_task
 
 
 class TextDataModule(L.LightningDataModule):
-    """Tokenizes once; training batches come from :class:`ShuffledBatchSampler`.
+    """Tokenizes once (``task.tokenize``); training batches come from :class:`ShuffledBatchSampler`
+    and are padded by ``task.collate``.
 
     ``batch_size`` is the global batch: under a distributed strategy each of the trainer's
     ``world_size`` processes takes its contiguous share of every batch (the Trainer must be built with
@@ -26,14 +27,15 @@ class TextDataModule(L.LightningDataModule):
         length_bucketing: batch examples of similar length together (see ShuffledBatchSampler).
         num_workers: DataLoader worker processes for training (persistent across epochs when > 0).
         pin_memory: None = on only when the trainer runs on CUDA.
+        task: what tokenizes and pads (default: sequence classification).
         teacher_outputs: cached teacher outputs for the TRAIN split (a
             :class:`distilprune.teacher_cache.TeacherOutputs`); training batches then carry
-            ``teacher_logits`` (batch, labels) float32 and, when stored, ``teacher_hidden``.
+            ``teacher_logits`` (scored rows, labels) float32 and, when stored, ``teacher_hidden``.
     """
 
     def __init__(
         self,
-        data: TextClassificationData,
+        data: TaskData,
         tokenizer,
         max_seq_len: int,
         batch_size: int,
@@ -45,6 +47,7 @@ class TextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         teacher_outputs=None,
+        task: Task | None = None,
     ) -> None:
         super().__init__()
         if padding not in ("dynamic", "max_length"):
@@ -53,10 +56,8 @@ class TextDataModule(L.LightningDataModule):
         self.max_seq_len, self.padding, self.length_bucketing = max_seq_len, padding, length_bucketing
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.pad_token_id = tokenizer.pad_token_id or 0
-        self.splits = {
-            name: TokenizedSplit(getattr(data, name), tokenizer, max_seq_len)
-            for name in ("train", "validation")
-        }
+        self.task = task if task is not None else default_task()
+        self.splits = {name: self.task.tokenize(getattr(data, name), tokenizer, max_seq_len) for name in ("train", "validation")}
         self.teacher_outputs = None
         self.set_teacher_outputs(teacher_outputs)
         self.resume_skip: int = 0
@@ -65,7 +66,7 @@ class TextDataModule(L.LightningDataModule):
 
     # -- what the pipeline needs to build the teacher cache -------------------------------------
     @property
-    def train_split(self) -> TokenizedSplit:
+    def train_split(self):
         """The tokenized training split; teacher cache row i = ``train_split[i]``."""
         return self.splits["train"]
 
@@ -116,7 +117,8 @@ class TextDataModule(L.LightningDataModule):
             self.resume_skip = 0
         self.train_sampler = sampler
         collate = PaddingCollator(
-            self.pad_token_id, self.max_seq_len if self.padding == "max_length" else None, self.teacher_outputs
+            self.task.collate, self.pad_token_id, self.max_seq_len if self.padding == "max_length" else None,
+            self.teacher_outputs,
         )
         # A dedicated generator: making a DataLoader iterator draws a base seed from it, and drawing it
         # from the global torch RNG would shift dropout masks (exact resume needs them unchanged).
@@ -129,4 +131,4 @@ class TextDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         # Evaluation always pads dynamically: padding never changes a prediction, only its cost.
         return DataLoader(self.splits["validation"], batch_size=self.eval_batch_size,
-                          collate_fn=PaddingCollator(self.pad_token_id))
+                          collate_fn=PaddingCollator(self.task.collate, self.pad_token_id))

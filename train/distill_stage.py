@@ -12,11 +12,11 @@ import torch
 from rich.console import Console
 
 from distilprune.config import Recipe
-from distilprune.data import TextClassificationData
 from distilprune.errors import ConfigError, ModelError
 from distilprune.precision import resolve_precision
 from distilprune.students import DistilBertStudent, student_from_teacher
 from distilprune.students.from_teacher import check_init_layers
+from distilprune.tasks import Task, TaskData
 from distilprune.train.ranks import is_rank_zero, seed_everything
 from distilprune.train.resume import RESUME_DIR, batches_done_in_epoch
 
@@ -38,11 +38,13 @@ def check_student_plan(recipe: Recipe, teacher) -> None:
         BlockPruner.check(teacher, recipe.pruning.block_shapes, recipe.pruning.layers, source_layers=layers)
 
 
-def build_student(recipe: Recipe, teacher) -> DistilBertStudent:
-    """The student to distil: teacher layers copied into a DistilBERT, or a kept student checkpoint
-    (``student.init_from``) checked against the recipe and the teacher; checked for pruning."""
-    student = _student_from_checkpoint(recipe, teacher) if recipe.student.init_from else (
-        student_from_teacher(teacher, recipe.student.num_layers, recipe.student.init_layers))
+def build_student(recipe: Recipe, teacher, task: Task) -> DistilBertStudent:
+    """The student to distil: teacher layers copied into a DistilBERT with the task's head, or a kept
+    student checkpoint (``student.init_from``) checked against the recipe and the teacher; checked
+    for pruning."""
+    student = _student_from_checkpoint(recipe, teacher, task) if recipe.student.init_from else (
+        student_from_teacher(teacher, recipe.student.num_layers, recipe.student.init_layers, head=task.head,
+                             segment_embeddings=recipe.student.segment_embeddings))
     if recipe.pruning.enabled:
         from distilprune.pruning import BlockPruner
 
@@ -50,7 +52,7 @@ def build_student(recipe: Recipe, teacher) -> DistilBertStudent:
     return student
 
 
-def _student_from_checkpoint(recipe: Recipe, teacher) -> DistilBertStudent:
+def _student_from_checkpoint(recipe: Recipe, teacher, task: Task) -> DistilBertStudent:
     source = Path(recipe.student.init_from).expanduser()
     try:
         student = DistilBertStudent.load(source)
@@ -66,6 +68,9 @@ def _student_from_checkpoint(recipe: Recipe, teacher) -> DistilBertStudent:
     if config.vocab_size != teacher_vocab:
         problems.append(f"its vocabulary has {config.vocab_size} tokens, the teacher's {teacher_vocab} "
                         f"(it was distilled from another teacher; use that teacher.model)")
+    if config.head != task.head:
+        problems.append(f"it has a {config.head} head, task {task.name} needs a {task.head} head "
+                        f"(it was trained for another task)")
     if config.num_labels != teacher_labels:
         problems.append(f"it predicts {config.num_labels} labels, the teacher {teacher_labels} "
                         f"(it was trained on another dataset)")
@@ -74,13 +79,18 @@ def _student_from_checkpoint(recipe: Recipe, teacher) -> DistilBertStudent:
     return student.train()
 
 
-def with_augmented_train(recipe: Recipe, data: TextClassificationData, tokenizer) -> TextClassificationData:
+def with_augmented_train(recipe: Recipe, data: TaskData, tokenizer, task: Task) -> TaskData:
     """``data`` with ``distill.augment_copies`` perturbed copies appended to its training split (no
     gold labels; see :mod:`distilprune.augment`), and the augmentation recorded in ``info`` so the
     teacher output cache is keyed on it. Unchanged when augmentation is off."""
     cfg = recipe.distill
     if cfg.augment_copies <= 0:
         return data
+    if not task.supports_augmentation:
+        raise ConfigError(
+            f"distill.augment_copies={cfg.augment_copies}, but task {task.name} has no text augmentation "
+            f"(perturbing words would break their gold tags). Set distill.augment_copies=0."
+        )
     from distilprune.augment import augment_split
 
     settings = {"copies": cfg.augment_copies, "mask_prob": cfg.augment_mask_prob, "swap_prob": cfg.augment_swap_prob,
@@ -92,8 +102,8 @@ def with_augmented_train(recipe: Recipe, data: TextClassificationData, tokenizer
     return replace(data, train=train, info=info)
 
 
-def build_teacher_cache(recipe: Recipe, teacher, tokenizer, data: TextClassificationData, datamodule,
-                        teacher_identity: str, student):
+def build_teacher_cache(recipe: Recipe, teacher, tokenizer, data: TaskData, datamodule,
+                        teacher_identity: str, student, task: Task):
     """The teacher's outputs on the training split, computed once and read from disk afterwards."""
     from distilprune.teacher_cache import (
         build_teacher_outputs,
@@ -106,14 +116,14 @@ def build_teacher_cache(recipe: Recipe, teacher, tokenizer, data: TextClassifica
     hidden_layers = (
         [src + 1 for src in student.config.source_layers] if recipe.distill.hidden_loss != "none" else None
     )
-    key = teacher_cache_key(teacher_identity, data.info, tokenizer_fingerprint(tokenizer), recipe.data.max_seq_len,
-                            precision, hidden_layers)
+    key = teacher_cache_key(teacher_identity, {**data.info, "task": task.name}, tokenizer_fingerprint(tokenizer),
+                            recipe.data.max_seq_len, precision, hidden_layers)
     device = "cuda" if recipe.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
     autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     teacher.to(device)
     try:
         return build_teacher_outputs(
-            teacher, datamodule.train_split, teacher_outputs_root(), key,
+            teacher, datamodule.train_split, teacher_outputs_root(), key, task=task,
             batch_size=recipe.data.eval_batch_size, autocast_dtype=autocast_dtype,
             hidden_layers=hidden_layers, progress=recipe.train.progress_bar and is_rank_zero(),
         )
@@ -121,7 +131,7 @@ def build_teacher_cache(recipe: Recipe, teacher, tokenizer, data: TextClassifica
         teacher.to("cpu")
 
 
-def distill(recipe: Recipe, run_dir: Path, teacher, tokenizer, data: TextClassificationData, student: DistilBertStudent,
+def distill(recipe: Recipe, run_dir: Path, teacher, tokenizer, data: TaskData, task: Task, student: DistilBertStudent,
             teacher_identity: str, resume: dict | None) -> "L.Trainer":
     """Fit the student; returns the trainer (its loggers stay open for the report).
 
@@ -134,14 +144,16 @@ def distill(recipe: Recipe, run_dir: Path, teacher, tokenizer, data: TextClassif
 
     seed_everything(recipe.seed)
     t = recipe.train
-    data = with_augmented_train(recipe, data, tokenizer)
+    data = with_augmented_train(recipe, data, tokenizer, task)
     datamodule = TextDataModule(
         data, tokenizer, recipe.data.max_seq_len, t.batch_size, recipe.data.eval_batch_size, recipe.seed,
         padding=t.padding, length_bucketing=t.length_bucketing, num_workers=t.num_workers, pin_memory=t.pin_memory,
+        task=task,
     )
     if recipe.distill.teacher_cache and (recipe.distill.kd_weight > 0 or recipe.distill.hidden_loss != "none"):
-        datamodule.set_teacher_outputs(build_teacher_cache(recipe, teacher, tokenizer, data, datamodule, teacher_identity, student))
-    module = DistillationModule(student, teacher, recipe.distill, t, data.num_labels, recipe.pruning)
+        datamodule.set_teacher_outputs(
+            build_teacher_cache(recipe, teacher, tokenizer, data, datamodule, teacher_identity, student, task))
+    module = DistillationModule(student, teacher, recipe.distill, t, data.num_labels, recipe.pruning, task=task)
     keep_at = recipe.pruning.keep_at_densities if recipe.pruning.enabled else []
     stage = "distill"
     if resume is not None:

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from distilprune.augment import NO_LABEL
 from distilprune.errors import DivergenceError
 from distilprune.losses import hidden_state_loss, kd_kl_loss
 from distilprune.pruning import BlockPruner, cubic_schedule, linear_ramp
 from distilprune.pruning.masks import sigmoid_l1
+from distilprune.tasks import IGNORE, Task, default_task, model_inputs
 
 
 def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
@@ -52,23 +52,31 @@ class _ScheduledModule(L.LightningModule):
 
 
 class ClassifierFinetuneModule(_ScheduledModule):
-    """Plain supervised fine-tuning of a Hugging Face sequence classifier (the teacher)."""
+    """Plain supervised fine-tuning of a Hugging Face classifier (the teacher) on the task's scored rows.
 
-    def __init__(self, model: nn.Module, num_labels: int, lr: float, weight_decay: float, warmup_ratio: float) -> None:
+    ``teacher/val_acc`` is the accuracy of the scored rows (examples, or labelled words for token
+    classification); the task's own metric is measured at export."""
+
+    def __init__(self, model: nn.Module, task: Task, num_labels: int, lr: float, weight_decay: float,
+                 warmup_ratio: float) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.task = model, task
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
         self.val_accuracy = torchmetrics.classification.MulticlassAccuracy(num_labels, average="micro")
 
+    def _scored(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(**model_inputs(batch)).logits
+        return self.task.scored_logits(logits, batch).float(), self.task.scored_labels(batch)
+
     def training_step(self, batch, batch_idx):
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = F.cross_entropy(logits.float(), batch["labels"])
+        logits, labels = self._scored(batch)
+        loss = F.cross_entropy(logits, labels, ignore_index=IGNORE)
         self.log("teacher/train_loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        self.val_accuracy.update(logits.argmax(-1), batch["labels"])
+        logits, labels = self._scored(batch)
+        self.val_accuracy.update(logits.argmax(-1), labels)
         self.log("teacher/val_acc", self.val_accuracy, prog_bar=True)
 
     def configure_optimizers(self):
@@ -81,13 +89,18 @@ class DistillationModule(_ScheduledModule):
     loss = kd_weight * KL(teacher_T || student_T) * T^2 + ce_weight * CE(student, labels)
            + hidden_weight * hidden-state loss (student block i vs its source teacher block).
 
+    KL and CE are taken over the task's scored rows (``task.scored_logits``: one per example for
+    sequence classification, one per labelled word for token classification), averaged over rows.
+
     The teacher is deliberately *not* registered as a submodule: it never appears in this module's
     state_dict, so it is never written into a student checkpoint, and the optimizer never sees it.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, distill_cfg, train_cfg, num_labels: int, pruning_cfg=None) -> None:
+    def __init__(self, student: nn.Module, teacher: nn.Module, distill_cfg, train_cfg, num_labels: int, pruning_cfg=None,
+                 task: Task | None = None) -> None:
         super().__init__()
         self.student = student
+        self.task = task if task is not None else default_task()
         # Scores live here (not in the student): they are trained and checkpointed with this module,
         # and folded away when a student checkpoint is kept.
         self.pruning_cfg = pruning_cfg if pruning_cfg is not None and pruning_cfg.enabled else None
@@ -165,37 +178,38 @@ class DistillationModule(_ScheduledModule):
 
     @torch.no_grad()
     def teacher_outputs(self, batch) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:
-        """Teacher logits (batch, labels) and hidden states: from the cached outputs carried by the
-        batch when the teacher cache is on, else from a live forward pass of the frozen teacher."""
+        """Teacher logits of the scored rows (rows, labels) and hidden states: from the cached
+        outputs carried by the batch when the teacher cache is on, else from a live forward pass of
+        the frozen teacher."""
         if "teacher_logits" in batch and (not self.needs_hidden or "teacher_hidden" in batch):
             return batch["teacher_logits"], batch.get("teacher_hidden")
         if not self.needs_teacher:
             return None, None
-        out = self.teacher(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            output_hidden_states=self.needs_hidden,
-        )
+        out = self.teacher(**model_inputs(batch), output_hidden_states=self.needs_hidden)
+        logits = self.task.scored_logits(out.logits, batch)
         if not self.needs_hidden:
-            return out.logits, None
+            return logits, None
         # hidden_states[0] is the embedding output; student block i matches teacher block source_layers[i]
-        return out.logits, [out.hidden_states[src + 1] for src in self.student.config.source_layers]
+        return logits, [out.hidden_states[src + 1] for src in self.student.config.source_layers]
 
     def training_step(self, batch, batch_idx):
         teacher_logits, teacher_hidden = self.teacher_outputs(batch)
+        types = batch.get("token_type_ids")
         if self.needs_hidden:
             student_logits, student_hidden = self.student(
-                batch["input_ids"], batch["attention_mask"], output_hidden_states=True
+                batch["input_ids"], batch["attention_mask"], output_hidden_states=True, token_type_ids=types
             )
         else:
-            student_logits = self.student(batch["input_ids"], batch["attention_mask"])
+            student_logits = self.student(batch["input_ids"], batch["attention_mask"], token_type_ids=types)
+        student_logits = self.task.scored_logits(student_logits, batch)  # (rows, labels)
+        labels = self.task.scored_labels(batch)  # (rows,)
         kd = (kd_kl_loss(student_logits, teacher_logits, self.cfg.temperature)
               if teacher_logits is not None else student_logits.new_zeros((), dtype=torch.float32))
-        # Augmented copies have no gold label (NO_LABEL): cross-entropy over the labelled rows only,
+        # Augmented copies have no gold label (IGNORE): cross-entropy over the labelled rows only,
         # and 0 for a batch without any (F.cross_entropy would return NaN).
-        gold = batch["labels"] != NO_LABEL
+        gold = labels != IGNORE
         has_gold = bool(gold.any())
-        ce = (F.cross_entropy(student_logits.float()[gold], batch["labels"][gold]) if has_gold
+        ce = (F.cross_entropy(student_logits.float()[gold], labels[gold]) if has_gold
               else student_logits.new_zeros((), dtype=torch.float32))
         loss = self.cfg.kd_weight * kd + self.cfg.ce_weight * ce
         if self.needs_hidden:
@@ -226,16 +240,17 @@ class DistillationModule(_ScheduledModule):
                 f"checkpoint and kept students are left as they were."
             )
         if has_gold:
-            self.train_accuracy.update(student_logits.argmax(-1)[gold], batch["labels"][gold])
+            self.train_accuracy.update(student_logits.argmax(-1)[gold], labels[gold])
         self.log_dict({"train/loss": loss, "train/kd_loss": kd, "train/ce_loss": ce}, prog_bar=False)
         self.log("train/acc", self.train_accuracy, on_step=True, on_epoch=False)
         self.log("loss", loss, prog_bar=True, logger=False)
         return loss
 
     def validation_step(self, batch, batch_idx):
-        logits = self.student(batch["input_ids"], batch["attention_mask"])
-        self.val_accuracy.update(logits.argmax(-1), batch["labels"])
-        self.log("val/loss", F.cross_entropy(logits.float(), batch["labels"]))
+        logits = self.student(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids"))
+        logits, labels = self.task.scored_logits(logits, batch), self.task.scored_labels(batch)
+        self.val_accuracy.update(logits.argmax(-1), labels)
+        self.log("val/loss", F.cross_entropy(logits.float(), labels, ignore_index=IGNORE))
         self.log("val/acc", self.val_accuracy, prog_bar=True)
 
     def configure_optimizers(self):

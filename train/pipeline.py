@@ -15,7 +15,7 @@ import torch
 from rich.console import Console
 
 from distilprune.config import Recipe, load_recipe, save_recipe
-from distilprune.data import load_data
+from distilprune.tasks import task_for
 from distilprune.precision import resolve_precision
 from distilprune.train.distill_stage import build_student, check_student_plan, distill
 from distilprune.train.ranks import is_rank_zero, make_run_dir, seed_everything, share_run_dir
@@ -46,26 +46,27 @@ def run(recipe: Recipe, resume_dir: Path | None = None) -> Path:
         path = resume_checkpoint_path(resume_dir)
         resume = {"path": path, "checkpoint": read_resume_checkpoint(path)}
     seed_everything(recipe.seed)
-    data = load_data(recipe.data)
-    loaded = load_teacher_for_run(recipe, data)
+    task = task_for(recipe)
+    data = task.load()
+    loaded = load_teacher_for_run(recipe, data, task)
     # The student is copied from the teacher it distils: after fine-tuning, when there is one.
     student = None
     if loaded.finetune is not None and not recipe.student.init_from:
         check_student_plan(recipe, loaded.teacher)
     else:
-        student = build_student(recipe, loaded.teacher)
+        student = build_student(recipe, loaded.teacher, task)
 
     run_dir = _open_run_dir(recipe, resume_dir)
     if is_rank_zero():
         console.print(f"[bold]Data[/bold]: {data.source}: {data.info['rows']}")
     if loaded.finetune is not None:
-        finetune_teacher(recipe, data, run_dir, loaded)
+        finetune_teacher(recipe, data, task, run_dir, loaded)
     if student is None:
-        student = build_student(recipe, loaded.teacher)
+        student = build_student(recipe, loaded.teacher, task)
     if is_rank_zero():
         loaded.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     start = time.perf_counter()
-    trainer = distill(recipe, run_dir, loaded.teacher, loaded.tokenizer, data, student,
+    trainer = distill(recipe, run_dir, loaded.teacher, loaded.tokenizer, data, task, student,
                       loaded.info.get("identity", ""), resume)
     if not trainer.is_global_zero:
         return run_dir  # only rank 0 exports, reports and logs
@@ -79,7 +80,7 @@ def run(recipe: Recipe, resume_dir: Path | None = None) -> Path:
         console.print(f"Export disabled; checkpoints are in {run_dir / 'checkpoints'}")
         finish_wandb(trainer)
         return run_dir
-    return _export(recipe, run_dir, loaded, data, run_info, trainer)
+    return _export(recipe, run_dir, loaded, data, task, run_info, trainer)
 
 
 def _open_run_dir(recipe: Recipe, resume_dir: Path | None) -> Path:
@@ -96,12 +97,13 @@ def _open_run_dir(recipe: Recipe, resume_dir: Path | None) -> Path:
     return run_dir
 
 
-def _export(recipe: Recipe, run_dir: Path, loaded, data, run_info: dict, trainer) -> Path:
+def _export(recipe: Recipe, run_dir: Path, loaded, data, task, run_info: dict, trainer) -> Path:
     """Export, quantize and verify every kept checkpoint; report into the run directory and W&B."""
     from distilprune.export.report import print_report
     from distilprune.export.run_export import export_run
 
-    result = export_run(run_dir, run_dir, recipe, loaded.teacher, loaded.tokenizer, data, extra={"training": run_info})
+    result = export_run(run_dir, run_dir, recipe, loaded.teacher, loaded.tokenizer, data, extra={"training": run_info},
+                        task=task)
     log_report_to_wandb(trainer, result.report, result.images, result.bundles)
     print_report(result.report, result.json_path, pareto_md=result.pareto_md)
     result.raise_if_failed()

@@ -9,7 +9,8 @@ from pathlib import Path
 from rich.console import Console
 
 from distilprune.config import Recipe
-from distilprune.data import TextClassificationData, check_labels_fit
+from distilprune.data import check_labels_fit
+from distilprune.tasks import Task, TaskData
 from distilprune.errors import ModelError
 from distilprune.precision import resolve_precision
 from distilprune.teacher import (
@@ -36,27 +37,31 @@ class RunTeacher:
     """{"key", "settings"} when the teacher still has to be fine-tuned; None when it is ready."""
 
 
-def load_teacher_for_run(recipe: Recipe, data: TextClassificationData) -> RunTeacher:
+def load_teacher_for_run(recipe: Recipe, data: TaskData, task: Task) -> RunTeacher:
     """Resolve, load and check the teacher *before* anything is written (bad input fails early)."""
     spec = recipe.teacher.model
     source, identity = resolve_teacher(spec)
     tokenizer = load_tokenizer(source, spec)
+    auto_class = task.hf_auto_class
     if recipe.teacher.finetuned:
-        teacher = load_teacher(source, spec, num_labels=None, tokenizer=tokenizer)
+        teacher = load_teacher(source, spec, num_labels=None, tokenizer=tokenizer, auto_class=auto_class)
         check_labels_fit(data, teacher.config.num_labels, spec)
+        check_teacher_label_order(data, teacher, spec)
         check_positions(recipe, teacher)
         return RunTeacher(teacher, tokenizer, {"source": source, "identity": identity, "finetuned_here": False})
     settings = finetune_settings(recipe)
-    key = finetune_cache_key(identity, data.info, settings, recipe.data.max_seq_len, recipe.seed)
+    key = finetune_cache_key(identity, {**data.info, "task": task.name}, settings, recipe.data.max_seq_len,
+                             recipe.seed)
     cached = read_cached_teacher(key)
     if cached:
         directory, meta = cached
         if is_rank_zero():
             console.print(f"[bold]Teacher[/bold]: reusing fine-tuned teacher from cache {directory}")
-        teacher = load_teacher(str(directory), spec, num_labels=None, tokenizer=tokenizer)
+        teacher = load_teacher(str(directory), spec, num_labels=None, tokenizer=tokenizer, auto_class=auto_class)
         check_positions(recipe, teacher)
         return RunTeacher(teacher, tokenizer, cached_teacher_info(directory, key, meta, finetuned_here=False))
-    teacher = load_teacher(source, spec, num_labels=data.num_labels, label_names=data.label_names, tokenizer=tokenizer)
+    teacher = load_teacher(source, spec, num_labels=data.num_labels, label_names=data.label_names, tokenizer=tokenizer,
+                           auto_class=auto_class)
     check_positions(recipe, teacher)
     return RunTeacher(teacher, tokenizer, {"source": source, "identity": identity},
                       finetune={"key": key, "settings": settings})
@@ -70,7 +75,18 @@ def finetune_settings(recipe: Recipe) -> dict:
             "precision": resolve_precision(recipe.train.precision, recipe.train.accelerator)}
 
 
-def finetune_teacher(recipe: Recipe, data: TextClassificationData, run_dir: Path, loaded: RunTeacher) -> None:
+def check_teacher_label_order(data: TaskData, teacher, spec: str) -> None:
+    """A fine-tuned teacher's labels must be the dataset's, in the same order (names compared when
+    the teacher names its labels; generic LABEL_0.. names only fix the count)."""
+    from distilprune import data as data_module
+
+    check = getattr(data_module, "check_teacher_labels", None)
+    id2label = getattr(teacher.config, "id2label", None) or {}
+    if check is not None:
+        check(list(data.label_names), {int(k): str(v) for k, v in id2label.items()}, spec)
+
+
+def finetune_teacher(recipe: Recipe, data: TaskData, task: Task, run_dir: Path, loaded: RunTeacher) -> None:
     """Fine-tune ``loaded.teacher`` on the task (one device), cache it, and update ``loaded`` in place."""
     from distilprune.train.datamodule import TextDataModule
     from distilprune.train.modules import ClassifierFinetuneModule
@@ -83,8 +99,9 @@ def finetune_teacher(recipe: Recipe, data: TextClassificationData, run_dir: Path
         f"{t.epochs} epoch(s) (cached afterwards under key {key})"
     )
     seed_everything(recipe.seed)
-    datamodule = TextDataModule(data, tokenizer, recipe.data.max_seq_len, t.batch_size, recipe.data.eval_batch_size, recipe.seed)
-    module = ClassifierFinetuneModule(teacher, data.num_labels, t.lr, t.weight_decay, t.warmup_ratio)
+    datamodule = TextDataModule(data, tokenizer, recipe.data.max_seq_len, t.batch_size, recipe.data.eval_batch_size,
+                                recipe.seed, task=task)
+    module = ClassifierFinetuneModule(teacher, task, data.num_labels, t.lr, t.weight_decay, t.warmup_ratio)
     # One device: fine-tuning is short, and its result is cached before any distributed launch, so
     # the processes Lightning starts for distillation find it in the cache.
     trainer = make_trainer(recipe, run_dir, make_loggers(recipe, run_dir, "teacher"), [], epochs=t.epochs, distributed=False)

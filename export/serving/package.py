@@ -183,13 +183,13 @@ def write_ensemble(bundle: Path, name: str, settings: dict) -> Path:
 
 
 def write_serving(bundle: Path, name: str, batched_model: str, why: str, settings: dict,
-                  warmup_text: str = "a warm-up sentence") -> dict:
+                  warmup_text: str = "a warm-up sentence", task: dict | None = None) -> dict:
     """Everything above, in order; returns the paths written (relative to the bundle) for the card."""
     bundle = Path(bundle)
     if settings.get("max_queue_delay_us", 0) < 0:
         raise ConfigError(f"max_queue_delay_us must be >= 0, got {settings['max_queue_delay_us']}.")
     settings = {"max_queue_delay_us": 1000, **settings}
-    write_serving_spec(bundle, batched_model, why)
+    write_serving_spec(bundle, batched_model, why, (task or {}).get("task", runtime.TASK_SEQUENCE_CLASSIFICATION))
     text = write_text_model(bundle, name, settings, warmup_text)
     ensemble = write_ensemble(bundle, name, settings)
     return {"text_model": text.relative_to(bundle).as_posix(), "ensemble": ensemble.relative_to(bundle).as_posix(),

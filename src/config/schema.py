@@ -22,6 +22,9 @@ OPSET_RANGE = (7, 20)
 INT8_METHODS = ("dynamic", "per_channel", "reduce_range", "static", "exclude_sensitive", "per_token")
 # INT8 methods whose output for a text does not depend on what it is batched with (servers batch with these)
 BATCH_INVARIANT_INT8_METHODS = ("static", "per_token")
+# Tasks (distilprune.tasks.TASKS; a test keeps the two in step). Listed here so that loading a recipe
+# does not import torch.
+TASK_NAMES = ("sequence_classification", "token_classification")
 # Closed choice lists, checked by the section that owns the key.
 CHOICES: dict[str, tuple[str, ...]] = {
     "distill.hidden_loss": ("none", "cosine", "mse"),
@@ -78,6 +81,10 @@ class StudentConfig:
     """Depth of the DistilBERT student; at most the teacher's depth."""
     init_layers: list[int] | None = None
     """Teacher block copied into each student block; null = evenly spaced incl. first and last."""
+    segment_embeddings: bool = False
+    """Keep the teacher's segment (token type) embeddings, so ``token_type_ids`` is a model input (text
+    pairs). false: DistilBERT-shaped, segment A's embedding folded into the positions and segment B
+    marked only by [SEP] (docs/tasks.md has the measurement behind the default)."""
     init_from: str | None = None
     """A kept student checkpoint directory (runs/<recipe>/<time>/checkpoints/<name>) to start from
     instead of teacher layers, e.g. to fine-prune a student that was already distilled. Its layer
@@ -436,6 +443,10 @@ class PruningConfig:
 class Recipe:
     name: str = "unnamed"
     """Run directories go to <output_dir>/<name>/<timestamp>/."""
+    task: str = "sequence_classification"
+    """sequence_classification (one label per text or text pair) | token_classification (a tag per
+    word, e.g. NER). Selects data reading, the student's head, the loss rows, the metric and the
+    bundle's post-processing (docs/tasks.md)."""
     seed: int = 42
     output_dir: str = "runs"
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -457,6 +468,8 @@ class Recipe:
         )
         check(self.output_dir.strip() != "", "output_dir is empty; set output_dir=runs or another directory.")
         check(0 <= self.seed <= SEED_LIMIT, f"seed is {self.seed}; use a seed in 0..{SEED_LIMIT}, e.g. seed=42.")
+        check(self.task in TASK_NAMES, f"task is {self.task!r}; choose one of {', '.join(TASK_NAMES)}."
+              + suggest(str(self.task), list(TASK_NAMES)))
         for section in (self.teacher, self.student, self.data, self.distill, self.train, self.tracking,
                         self.export, self.pruning):
             section.validate()

@@ -48,6 +48,8 @@ class StudentConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.1
     pad_token_id: int = 0
+    head: str = "sequence"  # "sequence": logits of the first token; "token": logits of every token
+    type_vocab_size: int = 0  # segment embeddings (token_type_ids is an input); 0 = none (DistilBERT)
     id2label: dict[str, str] = field(default_factory=dict)
     source_layers: list[int] = field(default_factory=list)  # teacher layers copied, for the record
 
@@ -57,6 +59,8 @@ class StudentConfig:
                 f"Student config lists {len(self.heads_per_layer)} head counts but "
                 f"{len(self.ffn_width_per_layer)} FFN widths; give one of each per layer."
             )
+        if self.head not in HEADS:
+            raise ModelError(f"Unknown student head {self.head!r}; choose from {', '.join(HEADS)}.")
         if self.activation not in _ACTIVATIONS or self.pooler_activation not in _ACTIVATIONS:
             raise ModelError(
                 f"Unknown activation {self.activation!r}/{self.pooler_activation!r}; "
@@ -76,26 +80,35 @@ class StudentConfig:
 
 
 _ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "tanh": torch.tanh}
+HEADS = ("sequence", "token")
 
 
 class Embeddings(nn.Module):
-    """Word + position embeddings, LayerNorm, dropout. No segment embeddings (DistilBERT)."""
+    """Word + position (+ segment, when ``type_vocab_size`` > 0) embeddings, LayerNorm, dropout.
+    DistilBERT has no segment embeddings; a pair-task student may keep the teacher's."""
 
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        if config.type_vocab_size:
+            self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
         self.register_buffer(
             "position_ids", torch.arange(config.max_position_embeddings)[None, :], persistent=False
         )
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids (batch, seq) int64 -> (batch, seq, hidden)."""
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids, token_type_ids (batch, seq) int64 -> (batch, seq, hidden). token_type_ids is
+        read only when the model has segment embeddings (None there means segment 0)."""
         seq_len = input_ids.size(1)
         positions = self.position_ids[:, :seq_len]
         hidden = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        if hasattr(self, "token_type_embeddings"):
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            hidden = hidden + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(hidden))
 
 
@@ -202,12 +215,14 @@ class DistilBertBody(nn.Module):
 
 
 class DistilBertStudent(nn.Module):
-    """DistilBERT sequence classifier; ``forward`` returns logits (batch, num_labels).
+    """DistilBERT classifier; ``forward`` returns logits (batch, num_labels) with the sequence head
+    (``config.head == "sequence"``: pooled first token), (batch, seq, num_labels) with the token head
+    (every token; no pooler, as Hugging Face's token classifiers).
 
     With ``output_hidden_states=True`` it returns ``(logits, hidden_states)`` where hidden_states is
     a list of num_layers + 1 tensors (batch, seq, hidden): the embeddings, then each block's output.
 
-    When only logits are asked for, the last block runs for the [CLS] row alone (keys and values
+    With the sequence head and only logits asked for, the last block runs for the [CLS] row alone (keys and values
     still come from every token). The classifier reads nothing else, so the logits and their
     gradients are the same as with every row (tested), and the last block's query, output
     projection, LayerNorms and FFN shrink from ``seq`` rows to 1: about a fifth of a 4-layer
@@ -222,8 +237,9 @@ class DistilBertStudent(nn.Module):
         super().__init__()
         self.config = config
         self.distilbert = DistilBertBody(config)
-        self.pre_classifier = nn.Linear(config.hidden_size, config.hidden_size)
-        self.pooler_activation = _ACTIVATIONS[config.pooler_activation]
+        if config.head == "sequence":
+            self.pre_classifier = nn.Linear(config.hidden_size, config.hidden_size)
+            self.pooler_activation = _ACTIVATIONS[config.pooler_activation]
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
@@ -232,21 +248,27 @@ class DistilBertStudent(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """input_ids, attention_mask: (batch, seq) int64; attention_mask 1 = real token."""
+        """input_ids, attention_mask, token_type_ids: (batch, seq) int64; attention_mask 1 = real
+        token; token_type_ids is ignored by a student without segment embeddings."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        hidden = self.distilbert.embeddings(input_ids)
+        hidden = self.distilbert.embeddings(input_ids, token_type_ids)
         # (batch, 1, 1, seq): 0 where attended, the dtype's minimum where padded.
         mask = attention_mask[:, None, None, :].to(hidden.dtype)
         mask_bias = (1.0 - mask) * torch.finfo(hidden.dtype).min
         hidden_states = [hidden]
         blocks = self.distilbert.transformer.layer
+        first_token_only = self.config.head == "sequence" and not output_hidden_states
         for index, block in enumerate(blocks):
-            hidden = block(hidden, mask_bias, cls_only=not output_hidden_states and index == len(blocks) - 1)
+            hidden = block(hidden, mask_bias, cls_only=first_token_only and index == len(blocks) - 1)
             hidden_states.append(hidden)
-        pooled = self.pooler_activation(self.pre_classifier(hidden[:, 0]))
-        logits = self.classifier(self.dropout(pooled))
+        if self.config.head == "token":
+            logits = self.classifier(self.dropout(hidden))  # (batch, seq, labels)
+        else:
+            pooled = self.pooler_activation(self.pre_classifier(hidden[:, 0]))
+            logits = self.classifier(self.dropout(pooled))
         if output_hidden_states:
             return logits, hidden_states
         return logits

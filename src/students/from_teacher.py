@@ -64,14 +64,19 @@ def _hf_value(config, *names, default=None):
 
 @torch.no_grad()
 def student_from_teacher(
-    teacher: nn.Module, num_layers: int, init_layers: list[int] | None = None
+    teacher: nn.Module, num_layers: int, init_layers: list[int] | None = None, head: str = "sequence",
+    segment_embeddings: bool = False,
 ) -> DistilBertStudent:
     """A :class:`DistilBertStudent` whose blocks are copies of ``init_layers`` of ``teacher``.
 
     Args:
-        teacher: a Hugging Face BERT or DistilBERT sequence classifier (or a DistilBertStudent).
+        teacher: a Hugging Face BERT or DistilBERT classifier (sequence or token) or a DistilBertStudent.
         num_layers: student depth.
         init_layers: teacher block index for each student block; default evenly spaced.
+        head: "sequence" (pooled first token; the teacher's pooler is copied) or "token" (every
+            token; a token classifier has no pooler).
+        segment_embeddings: copy the teacher's segment embedding table as it is (``token_type_ids``
+            becomes an input) instead of folding its row 0 into the positions.
     """
     arch = architecture_of(teacher)
     teacher_blocks = get_module(teacher, arch.layers)
@@ -87,6 +92,17 @@ def student_from_teacher(
         num_heads = getattr(hf, arch.config_num_heads)
         head_dim = word.embedding_dim // num_heads
         per_layer_heads = [num_heads] * num_layers
+    if arch.token_type_embeddings is not None:
+        segment_table = get_module(teacher, arch.token_type_embeddings)
+    elif isinstance(hf, StudentConfig) and hf.type_vocab_size:  # a student with segments as the teacher
+        segment_table = teacher.distilbert.embeddings.token_type_embeddings
+    else:
+        segment_table = None
+    if segment_embeddings and segment_table is None:
+        raise ModelError(
+            "student.segment_embeddings=true, but the teacher has no segment embeddings to copy "
+            "(a DistilBERT teacher). Set student.segment_embeddings=false."
+        )
     config = StudentConfig(
         vocab_size=word.num_embeddings,
         hidden_size=word.embedding_dim,
@@ -101,6 +117,8 @@ def student_from_teacher(
         dropout=float(_hf_value(hf, "hidden_dropout_prob", "dropout", default=0.1)),
         attention_dropout=float(_hf_value(hf, "attention_probs_dropout_prob", "attention_dropout", default=0.1)),
         pad_token_id=int(_hf_value(hf, "pad_token_id", default=0)),
+        head=head,
+        type_vocab_size=segment_table.num_embeddings if segment_embeddings else 0,
         id2label={str(k): str(v) for k, v in (_hf_value(hf, "id2label", default={}) or {}).items()},
         source_layers=layers,
     )
@@ -109,8 +127,10 @@ def student_from_teacher(
 
     get_module(student, target.word_embeddings).weight.copy_(word.weight)
     folded = position.weight.clone()
-    if arch.token_type_embeddings is not None:
-        folded += get_module(teacher, arch.token_type_embeddings).weight[0]
+    if segment_embeddings:
+        student.distilbert.embeddings.token_type_embeddings.weight.copy_(segment_table.weight)
+    elif segment_table is not None:
+        folded += segment_table.weight[0]
     get_module(student, target.position_embeddings).weight.copy_(folded)
     get_module(student, target.embeddings_norm).load_state_dict(
         get_module(teacher, arch.embeddings_norm).state_dict()
@@ -120,7 +140,8 @@ def student_from_teacher(
             layer_part(student, student_index, part).load_state_dict(
                 layer_part(teacher, teacher_index, part).state_dict()
             )
-    get_module(student, target.pooler).load_state_dict(get_module(teacher, arch.pooler).state_dict())
+    if head == "sequence":
+        get_module(student, target.pooler).load_state_dict(get_module(teacher, arch.pooler).state_dict())
     get_module(student, target.classifier).load_state_dict(get_module(teacher, arch.classifier).state_dict())
     return student
 
