@@ -82,6 +82,7 @@ def load_teacher(
     kwargs: dict[str, Any] = {"attn_implementation": "eager"}
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
+        kwargs["ignore_mismatched_sizes"] = True  # a new head: the checkpoint's own (other labels) is dropped
         if label_names:
             kwargs["id2label"] = dict(enumerate(label_names))
             kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}

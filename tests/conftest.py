@@ -69,6 +69,31 @@ def write_sentiment_csv(path: Path, rows: int = 96, label_offset: int = 0) -> Pa
     return path
 
 
+def write_conll(path: Path, sentences: int = 120, seed: int = 0) -> Path:
+    """A small CoNLL-2003-style file with a learnable signal: w0-w9 are person names (B-PER, and
+    I-PER for a second name), w10-w19 places (B-LOC), the other words O; -DOCSTART- and blank lines
+    as in the original files."""
+    import random
+
+    rng = random.Random(seed)
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for _ in range(sentences):
+        words: list[tuple[str, str]] = []
+        for _ in range(rng.randint(3, 8)):
+            kind = rng.random()
+            if kind < 0.2:
+                words.append((f"w{rng.randint(0, 9)}", "B-PER"))
+                if rng.random() < 0.5:
+                    words.append((f"w{rng.randint(0, 9)}", "I-PER"))
+            elif kind < 0.35:
+                words.append((f"w{rng.randint(10, 19)}", "B-LOC"))
+            else:
+                words.append((rng.choice(["movie", "plot", "good", "fun"] + [f"w{i}" for i in range(20, 59)]), "O"))
+        lines += [f"{word} NN O {tag}" for word, tag in words] + [""]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 @pytest.fixture
 def tiny_teacher():
     return tiny_bert()

@@ -9,7 +9,6 @@ from pathlib import Path
 from rich.console import Console
 
 from distilprune.config import Recipe
-from distilprune.data import check_labels_fit
 from distilprune.tasks import Task, TaskData
 from distilprune.errors import ModelError
 from distilprune.precision import resolve_precision
@@ -45,7 +44,6 @@ def load_teacher_for_run(recipe: Recipe, data: TaskData, task: Task) -> RunTeach
     auto_class = task.hf_auto_class
     if recipe.teacher.finetuned:
         teacher = load_teacher(source, spec, num_labels=None, tokenizer=tokenizer, auto_class=auto_class)
-        check_labels_fit(data, teacher.config.num_labels, spec)
         check_teacher_label_order(data, teacher, spec)
         check_positions(recipe, teacher)
         return RunTeacher(teacher, tokenizer, {"source": source, "identity": identity, "finetuned_here": False})
@@ -80,6 +78,14 @@ def check_teacher_label_order(data: TaskData, teacher, spec: str) -> None:
     the teacher names its labels; generic LABEL_0.. names only fix the count)."""
     from distilprune import data as data_module
 
+    outputs = int(teacher.config.num_labels)
+    if data.num_labels > outputs:
+        raise ModelError(
+            f"The dataset has {data.num_labels} labels ({', '.join(data.label_names[:8])}"
+            f"{' ...' if data.num_labels > 8 else ''}) but the model {spec} outputs only {outputs} "
+            f"classes. Use a teacher fine-tuned on this label set, or set teacher.finetuned=false so a new head "
+            f"of the right size is trained."
+        )
     check = getattr(data_module, "check_teacher_labels", None)
     id2label = getattr(teacher.config, "id2label", None) or {}
     if check is not None:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from distilprune.tasks.base import IGNORE, Scored, Task, TaskData, model_inputs
 from distilprune.tasks.sequence_classification import SequenceClassification
+from distilprune.tasks.token_classification import TokenClassification
 
-TASKS: dict[str, type[Task]] = {
-    SequenceClassification.name: SequenceClassification,
-}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (SequenceClassification, TokenClassification)}
 
 
 def task_for(recipe) -> Task:
