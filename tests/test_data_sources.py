@@ -186,6 +186,41 @@ def test_a_single_local_file_has_only_a_train_split(tmp_path):
         load_data(DataConfig(dataset=path, text_column="sentence", splits={"test": "dev"}))
 
 
+# The GLUE configurations as the hub lays them out: {subset: (columns, label names, labelled splits)}.
+# Every GLUE test split is unlabelled (-1).
+GLUE_LAYOUT = {
+    "mnli": (("premise", "hypothesis"), ["entailment", "neutral", "contradiction"],
+             ("train", "validation_matched", "validation_mismatched")),
+    "qqp": (("question1", "question2"), ["not_duplicate", "duplicate"], ("train", "validation")),
+    "mrpc": (("sentence1", "sentence2"), ["not_equivalent", "equivalent"], ("train", "validation")),
+    "sst2": (("sentence",), ["negative", "positive"], ("train", "validation")),
+}
+
+
+@pytest.mark.parametrize("subset", sorted(GLUE_LAYOUT))
+def test_glue_recipes_read_a_dataset_laid_out_like_glue(subset, monkeypatch):
+    import datasets
+
+    from distilprune.config import load_recipe
+
+    columns, names, labelled = GLUE_LAYOUT[subset]
+    features = datasets.Features({**{c: datasets.Value("string") for c in columns},
+                                  "label": datasets.ClassLabel(names=names), "idx": datasets.Value("int32")})
+
+    def table(split: str, n: int):
+        rows = {c: [f"{split} {c} {i}" for i in range(n)] for c in columns}
+        return datasets.Dataset.from_dict({**rows, "label": [i % len(names) if split in labelled else -1 for i in range(n)],
+                                           "idx": list(range(n))}, features=features)
+
+    test_splits = ("test_matched", "test_mismatched") if subset == "mnli" else ("test",)
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, sub=None, **kw: datasets.DatasetDict(
+        {split: table(split, 40 if split == "train" else 8) for split in (*labelled, *test_splits)}))
+    data = load_data(load_recipe([f"recipe=glue/{subset}_minilm6_to_distil4"]).data)
+    assert data.label_names == names and min(len(data.validation), len(data.test)) > 0
+    assert (data.train.text_pairs is not None) == (len(columns) == 2)
+    assert all(not t.startswith("test") for t in data.test.texts)  # never GLUE's unlabelled test split
+
+
 # -- TREC ---------------------------------------------------------------------------------------------
 def test_trec_reader_keeps_the_largest_nested_training_set(tmp_path):
     first = ["DESC:manner How did serfdom develop ?", "ENTY:cremat What films featured Popeye ?"]
