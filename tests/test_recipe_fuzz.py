@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from distilprune.config import (
     ATTENTION_TARGETS,
     CHOICES,
+    DataConfig,
     Recipe,
     load_recipe,
     recipe_from_dict,
@@ -51,6 +52,9 @@ def _leaf_fields() -> dict[str, typing.Any]:
 
 
 LEAVES = _leaf_fields()
+# Closed choice lists: the schema's CHOICES and those the data section keeps itself.
+FIELD_CHOICES = {**CHOICES, "data.dedupe": DataConfig.DEDUPE_MODES,
+                 "data.label_granularity": DataConfig.LABEL_GRANULARITIES}
 SECTIONS = [name for name, tp in typing.get_type_hints(Recipe).items() if dataclasses.is_dataclass(tp)]
 
 # -- strategies -------------------------------------------------------------------------------------
@@ -86,6 +90,9 @@ def plausible(tp) -> st.SearchStrategy:
         return st.one_of(*[st.none() if a is type(None) else plausible(a) for a in typing.get_args(tp)])
     if origin is list:
         return st.lists(plausible(typing.get_args(tp)[0]), min_size=0, max_size=4)
+    if origin is dict and typing.get_args(tp)[1] is str:  # data.splits: project split -> source split
+        return st.dictionaries(st.sampled_from(["train", "validation", "test", "dev"]),
+                               st.sampled_from(["validation", "validation_matched", "test", "dev", ""]), max_size=3)
     if origin is dict:
         return st.dictionaries(st.sampled_from(ATTENTION_TARGETS), st.sampled_from([[32, 32], [-1, 32], [64, -1]]), max_size=4)
     if tp is bool:
@@ -105,8 +112,8 @@ def recipe_dicts(draw) -> dict:
     data: dict = {}
     for dotted in draw(st.lists(st.sampled_from(sorted(LEAVES)), max_size=8, unique=True)):
         value = draw(st.one_of(plausible(LEAVES[dotted]), junk)) if draw(st.booleans()) else draw(plausible(LEAVES[dotted]))
-        if dotted in CHOICES and draw(st.booleans()):
-            value = draw(st.sampled_from(CHOICES[dotted]))
+        if dotted in FIELD_CHOICES and draw(st.booleans()):
+            value = draw(st.sampled_from(FIELD_CHOICES[dotted]))
         node = data
         *parents, leaf = dotted.split(".")
         for part in parents:
@@ -132,6 +139,7 @@ cli_values = st.one_of(yaml_snippets, st.text(max_size=30), st.integers().map(st
 cli_keys = st.one_of(
     st.sampled_from(sorted(LEAVES)), st.sampled_from(SECTIONS), st.text(max_size=15),
     st.sampled_from(["recipe.train.lr", "train.", ".lr", "a..b", "pruning.block_shapes.query", "pruning.block_shapes.ffn",
+                     "data.splits.test", "data.splits.dev",
                      "--train.epochs", "recipe.", "teacher.model.x"]),
 )
 recipe_names = st.one_of(

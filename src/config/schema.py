@@ -111,9 +111,31 @@ class StudentConfig:
 @dataclass
 class DataConfig:
     dataset: str = "rotten-tomatoes"
-    """Built-in asset name, a local csv/tsv/json/jsonl/parquet file, or a hub dataset id."""
+    """Built-in asset name (rotten-tomatoes, trec), one local csv/tsv/json/jsonl/parquet file, or a hub
+    dataset id. Ignored when data.train_file is set."""
+    subset: str | None = None
+    """Hub datasets only: the configuration name (e.g. dataset: glue, subset: mnli)."""
+    splits: dict[str, str] = field(default_factory=dict)
+    """Where each split comes from in a hub dataset: {train|validation|test: the source's split name},
+    e.g. {validation: validation_matched, test: validation_mismatched}. Empty: the source's train,
+    validation (or dev) and test splits by name. When given, validation or test left out of it is carved
+    from train (data.split_seed), never taken by name."""
+    train_file: str | None = None
+    """One local file per split: the training file (csv/tsv/json/jsonl/parquet). Replaces data.dataset."""
+    validation_file: str | None = None
+    """With data.train_file: the validation file; null = carved from the training file."""
+    test_file: str | None = None
+    """With data.train_file: the test file; null = carved from the training file."""
     text_column: str = "text"
+    text_pair_column: str | None = None
+    """Second text of a sentence pair (e.g. hypothesis, question2); null = single sentences."""
     label_column: str = "label"
+    label_granularity: str = "coarse"
+    """trec only: coarse (6 classes) or fine (50 classes, named COARSE:fine)."""
+    dedupe: str = "train"
+    """Texts (pairs: text and pair) found in more than one split after case and whitespace
+    normalization. train: remove them from train (and validation/test overlaps from validation);
+    error: stop with the counts; off: keep them. The report records what was found and removed."""
     max_seq_len: int = 128
     """Tokens per example after truncation; batches are padded only to their longest example."""
     train_examples: int | None = None
@@ -128,11 +150,17 @@ class DataConfig:
     """Seed of the fixed train/validation/test split (independent of the training seed)."""
     eval_batch_size: int = 64
 
+    # Closed choice lists of this section (class attributes, not recipe keys).
+    DEDUPE_MODES = ("train", "error", "off")
+    LABEL_GRANULARITIES = ("coarse", "fine")
+    SPLIT_NAMES = ("train", "validation", "test")
+
     def validate(self) -> None:
         check(self.dataset.strip() != "",
               "data.dataset is empty; give a built-in dataset (data.dataset=rotten-tomatoes) or a data file.")
-        check(self.text_column != "" and self.label_column != "",
-              "data.text_column and data.label_column must name columns of the dataset; one is empty.")
+        check(self.text_column != "" and self.label_column != "" and self.text_pair_column != "",
+              "data.text_column, data.text_pair_column and data.label_column must name columns of the "
+              "dataset; one is empty (text_pair_column=null means single sentences).")
         check(self.eval_batch_size >= 1, "data.eval_batch_size must be at least 1.")
         check(self.max_seq_len >= 8, f"data.max_seq_len is {self.max_seq_len}; use at least 8 tokens.")
         check(
@@ -143,6 +171,36 @@ class DataConfig:
         for key in ("train_examples", "eval_examples"):
             value = getattr(self, key)
             check(value is None or value >= 1, f"data.{key} must be null (all) or at least 1, got {value}.")
+        for key, value, choices in (("dedupe", self.dedupe, self.DEDUPE_MODES),
+                                    ("label_granularity", self.label_granularity, self.LABEL_GRANULARITIES)):
+            check(value in choices, f"Recipe key 'data.{key}' is {value!r}; choose one of {', '.join(choices)}."
+                  + suggest(str(value), list(choices)))
+        self._validate_sources()
+
+    def _validate_sources(self) -> None:
+        for name, source_split in self.splits.items():
+            check(name in self.SPLIT_NAMES,
+                  f"data.splits has {name!r}; its keys are the project's splits ({', '.join(self.SPLIT_NAMES)}), "
+                  f"its values the source's split names, e.g. data.splits={{test: validation}}."
+                  + suggest(str(name), list(self.SPLIT_NAMES)))
+            check(source_split.strip() != "", f"data.splits.{name} is empty; name a split of the source.")
+        check(self.subset is None or self.subset.strip() != "",
+              "data.subset is empty; give the hub configuration name (e.g. data.subset=sst2) or null.")
+        files = {"validation_file": self.validation_file, "test_file": self.test_file}
+        for key, value in files.items():
+            check(value is None or self.train_file is not None,
+                  f"data.{key} is set but data.train_file is not; per-split files start with the training "
+                  f"file (data.train_file=<file>), or give one file in data.dataset to carve all three splits.")
+        for key, value in {"train_file": self.train_file, **files}.items():
+            check(value is None or value.strip() != "", f"data.{key} is empty; give a file path or null.")
+        check(self.train_file is None or (not self.splits and self.subset is None),
+              "data.splits and data.subset choose splits and configurations of a hub dataset; with per-split "
+              "files (data.train_file, data.validation_file, data.test_file) each file is one split already. "
+              "Remove data.splits / data.subset, or use data.dataset=<hub id>.")
+        check(self.label_granularity == "coarse" or (self.dataset == "trec" and self.train_file is None),
+              f"data.label_granularity=fine applies to the built-in trec dataset only (its 50 fine question "
+              f"classes); data.dataset is {self.dataset!r}{' with data.train_file' if self.train_file else ''}. "
+              f"Remove data.label_granularity, or set data.dataset=trec.")
 
 
 @dataclass
