@@ -261,6 +261,21 @@ def write_parity_vectors(
     return path
 
 
+def write_expected_predictions(bundle: Path, model_file: str, threads: int) -> Path:
+    """Add to ``parity.json`` what the serving path (``serving_runtime.py``: tokenizer, ``model_file``,
+    the task's post-processing) predicts for its texts; the verifier reruns and prints them."""
+    from distilprune.export.serving.runtime import BundleRuntime
+
+    path = Path(bundle) / verify.PARITY
+    parity = json.loads(path.read_text())
+    if any(not isinstance(t, str) for t in parity["texts"]):
+        return path  # text pairs: the serving runtime takes single texts
+    outputs = BundleRuntime(bundle, model_file=model_file, threads=threads).predict(list(parity["texts"]))
+    parity["predictions"] = {"model": model_file, "texts": parity["texts"], "outputs": outputs}
+    write_atomic(path, json.dumps(parity, indent=2))
+    return path
+
+
 # --------------------------------------------------------------------------------------------
 # Triton model repository
 

@@ -321,6 +321,7 @@ def _write_bundle(item: _Exported, ctx: _Context, report: dict, result: ExportRe
                                          threads=cfg.threads)
     package.write_serving(bundle, model_name, serving["batched_model"], serving["why"], settings,
                           warmup_text=parity_texts[0], task=task_spec)
+    bundle_files.write_expected_predictions(bundle, serving["batched_model"], cfg.threads)
     entry["gpu"] = _gpu_status(cfg.gpu)  # the card's line; the verification below fills in measurements
     bundle_files.write_model_card(bundle, _card(report, entry, ctx.budget, model_name))
     bundle_files.copy_verifier(bundle)

@@ -378,6 +378,46 @@ def _check_parity_file(bundle: Path, sessions: dict, checks: _Checks) -> dict | 
     return parity
 
 
+def _serving_runtime(bundle: Path):
+    """The bundle's own post-processing: serving_runtime.py beside this file in a bundle, else the
+    package's. None for a bundle without serving files."""
+    if not (bundle / "serving.json").is_file():
+        return None
+    if __package__:
+        from distilprune.export.serving import runtime as serving
+    else:
+        sys.path.insert(0, str(bundle.resolve()))
+        import serving_runtime as serving
+    return serving
+
+
+def prediction_key(prediction: dict) -> object:
+    """What must agree between two runs of the same text: the label, or the entities' spans."""
+    if "entities" in prediction:
+        return [(e["type"], e["start"], e["end"]) for e in prediction["entities"]]
+    return prediction.get("label")
+
+
+def _check_predictions(bundle: Path, parity: dict | None, threads: int, checks: _Checks) -> list[dict]:
+    """Run parity.json's texts through the serving path (tokenizer, served model, post-processing)
+    and compare with the predictions stored at export; returns them for printing."""
+    stored = (parity or {}).get("predictions")
+    serving = _serving_runtime(bundle)
+    if not stored or serving is None:
+        return []
+    try:
+        engine = serving.BundleRuntime(bundle, model_file=stored["model"], threads=threads)
+        found = engine.predict(list(stored["texts"]))
+    except Exception as error:  # the serving path itself is broken: say how
+        checks.add("predictions", False, f"the serving runtime failed on the parity texts: {type(error).__name__}: {error}")
+        return []
+    differ = [i for i, (a, b) in enumerate(zip(found, stored["outputs"])) if prediction_key(a) != prediction_key(b)]
+    checks.add("predictions", not differ,
+               f"texts {differ} predict differently from the export's {stored['model']}" if differ
+               else f"{len(found)} parity texts give the stored predictions through serving_runtime.py ({stored['model']})")
+    return [{"text": text, **prediction} for text, prediction in zip(stored["texts"], found)]
+
+
 def _grid_sizes(bundle: Path, spec: dict | None) -> tuple[dict, list[int], int | None]:
     """(grid batch sizes and sequence lengths, sequence lengths dropped as too long, max positions)."""
     grid_sizes = dict(DEFAULT_GRID)
@@ -435,6 +475,7 @@ def verify_bundle(
     elif spec_problem:
         checks.add("input spec", False, spec_problem)
     parity = _check_parity_file(bundle, sessions, checks)
+    predictions = _check_predictions(bundle, parity, threads, checks)
 
     grid_sizes, too_long, max_positions = _grid_sizes(bundle, spec)
     vocab = _vocab_size(bundle, spec)
@@ -452,6 +493,7 @@ def verify_bundle(
         "ok": all(c["ok"] for c in checks.items),
         "bundle": str(bundle),
         "checks": checks.items,
+        "predictions": predictions,
         "latency_setup": {"threads": threads, "warmup": warmup, "runs": runs, "inputs": "random token ids, full attention mask", **grid_sizes},
         "latency_grid": measured,
         "gpu": gpu_result,
@@ -521,6 +563,16 @@ def _check_budget(spec, budget_ms, measured, sessions, threads, warmup, runs, vo
 # command line
 
 
+def format_prediction(item: dict) -> str:
+    """One line: the text and what the bundle finds in it (entities with character offsets, or the label)."""
+    text = item["text"] if isinstance(item["text"], str) else " | ".join(item["text"])
+    if "entities" in item:
+        found = ", ".join(f"{e['type']} {e['text']!r} [{e['start']}:{e['end']}]" for e in item["entities"]) or "no entities"
+    else:
+        found = f"{item.get('label')} ({item.get('score', 0):.2f})"
+    return f"{text[:90]!r} -> {found}"
+
+
 def format_grid(measured: dict[str, list[dict]]) -> list[str]:
     """A plain-text latency table: one line per format x batch x sequence."""
     lines = [f"{'model':<16}{'batch':>6}{'seq':>6}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}"]
@@ -552,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     for check in result["checks"]:
         status = "SKIP" if check.get("skipped") else "PASS" if check["ok"] else "FAIL"
         print(f"{status}  {check['name']}: {check['detail']}")
+    for item in result.get("predictions", []):
+        print(f"      {format_prediction(item)}")
     gpu = result["gpu"]
     if gpu.get("status", "").startswith("skipped"):
         print(f"SKIP  gpu: {gpu['status']}")

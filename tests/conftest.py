@@ -73,6 +73,25 @@ def write_sentiment_csv(path: Path, rows: int = 96, label_offset: int = 0) -> Pa
     return path
 
 
+NER_LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]  # labels_from_data order for write_conll files
+
+
+def save_tiny_tagger(directory: Path, num_layers: int = 3) -> Path:
+    """A local token-classification checkpoint (BertForTokenClassification over NER_LABELS, dropout off)
+    with the tiny WordPiece tokenizer, as a hub NER model would be laid out."""
+    from transformers import BertForTokenClassification
+
+    save_tiny_teacher(directory, num_layers)
+    config = tiny_bert(num_layers).config
+    config.num_labels = len(NER_LABELS)
+    config.id2label = dict(enumerate(NER_LABELS))
+    config.label2id = {label: i for i, label in enumerate(NER_LABELS)}
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    torch.manual_seed(0)
+    BertForTokenClassification(config).eval().save_pretrained(str(directory))
+    return directory
+
+
 def write_conll(path: Path, sentences: int = 120, seed: int = 0) -> Path:
     """A small CoNLL-2003-style file with a learnable signal: w0-w9 are person names (B-PER, and
     I-PER for a second name), w10-w19 places (B-LOC), the other words O; -DOCSTART- and blank lines

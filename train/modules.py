@@ -211,6 +211,8 @@ class DistillationModule(_ScheduledModule):
         has_gold = bool(gold.any())
         ce = (F.cross_entropy(student_logits.float()[gold], labels[gold]) if has_gold
               else student_logits.new_zeros((), dtype=torch.float32))
+        kd = kd * self._share_of_global_batch(labels.numel())
+        ce = ce * self._share_of_global_batch(int(gold.sum()))
         loss = self.cfg.kd_weight * kd + self.cfg.ce_weight * ce
         if self.needs_hidden:
             hidden = torch.stack([
@@ -252,6 +254,20 @@ class DistillationModule(_ScheduledModule):
         self.val_accuracy.update(logits.argmax(-1), labels)
         self.log("val/loss", F.cross_entropy(logits.float(), labels, ignore_index=IGNORE))
         self.log("val/acc", self.val_accuracy, prog_bar=True)
+
+    def _share_of_global_batch(self, rows: int) -> float:
+        """world_size x this process's scored rows / the global batch's scored rows.
+
+        KL and CE are means over this process's rows, and DDP averages gradients over processes; scaled
+        by this factor, the average is the mean over every row of the global batch, as one process
+        computes it. Processes hold equal numbers of sentences but not of words (token classification)
+        or of gold labels (augmented copies), so the factor is not always 1. 1 in a single process."""
+        trainer = self._trainer
+        world = trainer.world_size if trainer is not None else 1
+        if world == 1:
+            return 1.0
+        total = self.trainer.strategy.reduce(torch.tensor(float(rows), device=self.device), reduce_op="sum")
+        return world * rows / float(total) if float(total) > 0 else 1.0
 
     def configure_optimizers(self):
         groups = decay_groups(self.student, self.weight_decay)

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from distilprune.config import Recipe
+from distilprune.data import check_teacher_labels
 from distilprune.tasks import Task, TaskData
 from distilprune.errors import ModelError
 from distilprune.precision import resolve_precision
@@ -76,8 +77,6 @@ def finetune_settings(recipe: Recipe) -> dict:
 def check_teacher_label_order(data: TaskData, teacher, spec: str) -> None:
     """A fine-tuned teacher's labels must be the dataset's, in the same order (names compared when
     the teacher names its labels; generic LABEL_0.. names only fix the count)."""
-    from distilprune import data as data_module
-
     outputs = int(teacher.config.num_labels)
     if data.num_labels > outputs:
         raise ModelError(
@@ -86,10 +85,8 @@ def check_teacher_label_order(data: TaskData, teacher, spec: str) -> None:
             f"classes. Use a teacher fine-tuned on this label set, or set teacher.finetuned=false so a new head "
             f"of the right size is trained."
         )
-    check = getattr(data_module, "check_teacher_labels", None)
     id2label = getattr(teacher.config, "id2label", None) or {}
-    if check is not None:
-        check(list(data.label_names), {int(k): str(v) for k, v in id2label.items()}, spec)
+    check_teacher_labels(list(data.label_names), {int(k): str(v) for k, v in id2label.items()}, spec)
 
 
 def finetune_teacher(recipe: Recipe, data: TaskData, task: Task, run_dir: Path, loaded: RunTeacher) -> None:

@@ -27,6 +27,7 @@ from distilprune.export.serving import runtime
 
 SOURCES = Path(__file__).resolve().parent / "triton"
 RUNTIME_FILE = "serving_runtime.py"
+ENTITIES_SOURCE = Path(__file__).resolve().parent / "entities.py"  # copied as serving_entities.py
 TRITON_DIR = "triton"
 SPEC_FILES = (runtime.INPUT_SPEC, runtime.SERVING_SPEC)
 
@@ -52,6 +53,7 @@ def write_serving_spec(bundle: Path, batched_model: str, why: str,
     path = bundle / runtime.SERVING_SPEC
     write_atomic(path, json.dumps(spec, indent=2) + "\n")
     _copy(Path(runtime.__file__), bundle / RUNTIME_FILE)
+    _copy(ENTITIES_SOURCE, bundle / runtime.ENTITIES_FILE)
     return path
 
 
@@ -80,6 +82,7 @@ def _python_model(model_dir: Path, source: str, bundle: Path, files: tuple[str, 
     version.mkdir(parents=True, exist_ok=True)
     _copy(SOURCES / source, version / "model.py")
     _copy(Path(runtime.__file__), version / RUNTIME_FILE)
+    _copy(ENTITIES_SOURCE, version / runtime.ENTITIES_FILE)
     for name in files:
         _copy(bundle / name, version / name)
     return version
@@ -189,7 +192,12 @@ def write_serving(bundle: Path, name: str, batched_model: str, why: str, setting
     if settings.get("max_queue_delay_us", 0) < 0:
         raise ConfigError(f"max_queue_delay_us must be >= 0, got {settings['max_queue_delay_us']}.")
     settings = {"max_queue_delay_us": 1000, **settings}
-    write_serving_spec(bundle, batched_model, why, (task or {}).get("task", runtime.TASK_SEQUENCE_CLASSIFICATION))
+    task_name = (task or {}).get("task", runtime.TASK_SEQUENCE_CLASSIFICATION)
+    write_serving_spec(bundle, batched_model, why, task_name)
+    if task_name != runtime.TASK_SEQUENCE_CLASSIFICATION:
+        # Triton's text model and ensemble answer with label tensors; other tasks are served as text by
+        # the HTTP server (or serving_runtime.py), and as token logits by triton/<name> (ONNX Runtime backend).
+        return {"text_model": None, "ensemble": None, "runtime": RUNTIME_FILE, "settings": settings}
     text = write_text_model(bundle, name, settings, warmup_text)
     ensemble = write_ensemble(bundle, name, settings)
     return {"text_model": text.relative_to(bundle).as_posix(), "ensemble": ensemble.relative_to(bundle).as_posix(),

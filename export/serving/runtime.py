@@ -26,11 +26,19 @@ sys.path[:0] = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pat
 
 import numpy as np  # noqa: E402
 
+if __package__:  # distilprune.export.serving.runtime
+    from distilprune.export.serving.entities import entities_of_text
+else:  # serving_runtime.py inside a bundle or a Triton model directory: serving_entities.py beside it
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from serving_entities import entities_of_text  # noqa: E402
+
 SERVING_SPEC = "serving.json"
 INPUT_SPEC = "input_spec.json"
 TOKENIZER_JSON = "tokenizer.json"
 MANIFEST = "manifest.json"
 TASK_SEQUENCE_CLASSIFICATION = "sequence_classification"
+TASK_TOKEN_CLASSIFICATION = "token_classification"
+ENTITIES_FILE = "serving_entities.py"  # export/serving/entities.py as copied beside serving_runtime.py
 
 
 class RequestError(ValueError):
@@ -52,6 +60,7 @@ class Encoded:
     input_ids: np.ndarray
     attention_mask: np.ndarray
     truncated: list[bool]
+    encodings: list | None = None  # the tokenizers.Encoding of each text (offsets, word ids)
 
 
 def available_cpus() -> int:
@@ -108,19 +117,28 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def classify(logits: np.ndarray, labels: list[str], truncated: list[bool]) -> list[dict]:
-    """Sequence classification post-processing: best label, its probability, every probability."""
+def classify(logits: np.ndarray, labels: list[str], encoded: Encoded, texts: list[str]) -> list[dict]:
+    """Sequence classification post-processing of (texts, labels) logits: best label, its
+    probability, every probability."""
     probabilities = softmax(logits.astype(np.float32))
     results = []
-    for row, cut in zip(probabilities, truncated):
+    for row, cut in zip(probabilities, encoded.truncated):
         best = int(row.argmax())
         results.append({"label": labels[best], "label_id": best, "score": float(row[best]),
                         "scores": {label: float(p) for label, p in zip(labels, row)}, "truncated": bool(cut)})
     return results
 
 
-# task name -> post-processing of (logits, labels, truncated flags) into one dict per text
-POSTPROCESS = {TASK_SEQUENCE_CLASSIFICATION: classify}
+def tag_entities(logits: np.ndarray, labels: list[str], encoded: Encoded, texts: list[str]) -> list[dict]:
+    """Token classification post-processing of (texts, tokens, labels) logits: the entities of each
+    text with character offsets into it (words as the tokenizer's pre-tokenizer splits the text; a
+    word's tag read at its first sub-token; B/I merged; see serving_entities.py)."""
+    return [{"entities": entities_of_text(logits[i], labels, encoded.encodings[i], text),
+             "truncated": bool(encoded.truncated[i])} for i, text in enumerate(texts)]
+
+
+# task name -> post-processing of (logits, labels, encoded batch, texts) into one dict per text
+POSTPROCESS = {TASK_SEQUENCE_CLASSIFICATION: classify, TASK_TOKEN_CLASSIFICATION: tag_entities}
 
 
 class BundleRuntime:
@@ -183,20 +201,20 @@ class BundleRuntime:
         for row, encoding in enumerate(encodings):
             input_ids[row, : len(encoding.ids)] = encoding.ids
             attention_mask[row, : len(encoding.ids)] = 1
-        return Encoded(input_ids, attention_mask, [bool(e.overflowing) for e in encodings])
+        return Encoded(input_ids, attention_mask, [bool(e.overflowing) for e in encodings], encodings)
 
     def infer(self, encoded: Encoded) -> np.ndarray:
         """(texts, labels) float32 logits of the serving model."""
         feed = {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask}
         return self.session.run(None, feed)[0]
 
-    def postprocess(self, logits: np.ndarray, truncated: list[bool]) -> list[dict]:
-        return POSTPROCESS[self.task](logits, self.labels, truncated)
+    def postprocess(self, logits: np.ndarray, encoded: Encoded, texts: list[str]) -> list[dict]:
+        return POSTPROCESS[self.task](logits, self.labels, encoded, texts)
 
     def predict(self, texts: list[str]) -> list[dict]:
         """Predictions for ``texts`` (one dict per text, in order); every text must be a string."""
         encoded = self.encode(texts)
-        return self.postprocess(self.infer(encoded), encoded.truncated)
+        return self.postprocess(self.infer(encoded), encoded, texts)
 
     def metadata(self) -> dict:
         """What a client needs to know: task, labels, window, the model file and why it serves."""

@@ -88,8 +88,15 @@ class TokenClassification(Task):
 
     # -- data ---------------------------------------------------------------------------------------
     def load(self) -> TaskData:
+        from distilprune.data import dedupe_splits
+
         cfg = self.data_cfg
-        splits, source = self._read_splits(cfg.dataset)
+        splits, source = self._read_splits()
+        # the same sentence in two splits (case and whitespace aside) would score training examples
+        deduped, duplicates = dedupe_splits(
+            {name: TaggedSplit(splits[name]) for name in ("train", "validation", "test")},
+            TaggedSplit.keys, lambda split, rows: TaggedSplit([split.sentences[i] for i in rows]), cfg.dedupe, source)
+        splits = {name: split.sentences for name, split in deduped.items()}
         train = splits["train"]
         tagging.check_scheme(train)
         labels = tagging.labels_from_data(train)
@@ -114,12 +121,23 @@ class TokenClassification(Task):
             "source": source, "task": self.name,
             "rows": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
             "num_labels": len(labels), "label_names": labels, "scheme": tagging.SCHEME, "split_seed": cfg.split_seed,
+            "duplicates": duplicates,
             "words": {name: sum(len(s.words) for s in getattr(data, name).sentences)
                       for name in ("train", "validation", "test")},
         }
         return data
 
-    def _read_splits(self, spec: str) -> tuple[dict[str, list], str]:
+    def _read_splits(self) -> tuple[dict[str, list], str]:
+        cfg = self.data_cfg
+        if cfg.train_file:  # one file per split; a missing validation or test split is carved from train
+            files = {"train": cfg.train_file, "validation": cfg.validation_file, "test": cfg.test_file}
+            for name, file in files.items():
+                if file and not user_path(file).is_file():
+                    raise DataError(f"data.{name}_file {file} does not exist. Give an existing CoNLL-style or JSONL file.")
+            read = {name: tagging.read_tagged_file(user_path(f)) for name, f in files.items() if f}
+            carved = self._carve(read["train"], cfg.train_file, keep=[n for n in read if n != "train"])
+            return {**carved, **read, "train": carved["train"]}, cfg.train_file
+        spec = cfg.dataset
         path = user_path(spec)
         if path.is_file():
             sentences = tagging.read_tagged_file(path)
@@ -129,16 +147,19 @@ class TokenClassification(Task):
                             f"for task=token_classification).")
         return self._hub_splits(spec), spec
 
-    def _carve(self, sentences: list, spec: str) -> dict[str, list]:
+    def _carve(self, sentences: list, spec: str, keep: list[str] = ()) -> dict[str, list]:
+        """train / validation / test carved from ``sentences`` with ``data.split_seed`` (a split named
+        in ``keep`` comes from its own file: nothing is carved for it)."""
         cfg = self.data_cfg
         order = list(range(len(sentences)))
         random.Random(cfg.split_seed).shuffle(order)
-        n_test, n_val = round(len(order) * cfg.test_fraction), round(len(order) * cfg.validation_fraction)
+        n_test = 0 if "test" in keep else round(len(order) * cfg.test_fraction)
+        n_val = 0 if "validation" in keep else round(len(order) * cfg.validation_fraction)
         pick = lambda idx: [sentences[i] for i in idx]  # noqa: E731
         splits = {"train": pick(order[n_test + n_val:]), "validation": pick(order[n_test:n_test + n_val]),
                   "test": pick(order[:n_test])}
         for name, split in splits.items():
-            if not split:
+            if not split and name not in keep:
                 raise DataError(
                     f"The {name} split carved from {spec} ({len(sentences)} sentences) is empty. Give a file with "
                     f"more sentences, or adjust data.validation_fraction / data.test_fraction."
@@ -159,10 +180,13 @@ class TokenClassification(Task):
                 f"with tokens and ner_tags columns (e.g. conll2003, or wikiann with data.subset=en; needs the hub)."
             ) from None
         splits = {}
+        mapping = {"train": "train", "validation": "validation", "test": "test", **(self.data_cfg.splits or {})}
         for name in ("train", "validation", "test"):
-            if name not in tables:
-                raise DataError(f"The dataset {spec!r} has no {name!r} split (splits: {sorted(tables)}).")
-            table = tables[name]
+            source_name = mapping[name]
+            if source_name not in tables:
+                raise DataError(f"The dataset {spec!r} has no {source_name!r} split (splits: {sorted(tables)}); "
+                                f"map it with data.splits, e.g. data.splits={{{name}: {sorted(tables)[0]}}}.")
+            table = tables[source_name]
             tag_names = list(table.features["ner_tags"].feature.names)
             splits[name] = tagging.sentences_from_hub_rows(table, tag_names, source=f"{spec} [{name}]")
         return splits

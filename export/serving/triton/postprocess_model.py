@@ -7,7 +7,7 @@ copied beside this file).
 from pathlib import Path
 
 # First: the runtime (copied beside this file) makes PYTHONPATH importable in Triton's stub.
-from serving_runtime import BundleRuntime
+from serving_runtime import BundleRuntime, Encoded
 
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
@@ -22,7 +22,7 @@ class TritonPythonModel:
         for request in requests:
             logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
             truncated = pb_utils.get_input_tensor_by_name(request, "TRUNCATED").as_numpy().reshape(-1)
-            rows = self.runtime.postprocess(logits, [bool(t) for t in truncated])
+            rows = self.runtime.postprocess(logits, Encoded(None, None, [bool(t) for t in truncated]), [])
             responses.append(pb_utils.InferenceResponse([
                 pb_utils.Tensor("LABEL", np.array([[p["label"].encode("utf-8")] for p in rows], dtype=np.object_)),
                 pb_utils.Tensor("SCORE", np.array([[p["score"]] for p in rows], dtype=np.float32)),
