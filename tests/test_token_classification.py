@@ -164,3 +164,10 @@ def test_ner_ddp_two_processes_match_one_and_resume_is_bit_identical(tmp_path, l
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     w3, info3 = _weights(tmp_path / "killed")
     assert all(torch.equal(w1[k], w3[k]) for k in w1) and info1 == info3
+
+
+def test_every_task_the_schema_accepts_is_registered():
+    from distilprune.config.schema import TASK_NAMES
+    from distilprune.tasks import TASKS
+
+    assert tuple(TASKS) == TASK_NAMES
