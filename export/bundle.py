@@ -475,7 +475,7 @@ def _difference_lines(ckpt: dict) -> list[str]:
     differences = ckpt.get("accuracy_differences") or {}
     if not differences:
         return []
-    return ["", "Accuracy differences on the same test examples (paired bootstrap, 95% interval, points): " + "; ".join(
+    return ["", "Differences on the same test examples (paired bootstrap, 95% interval, points): " + "; ".join(
         f"{name} {100 * d['difference']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
         for name, d in differences.items()) + "."]
 
@@ -547,16 +547,19 @@ def write_model_card(bundle: Path, card: dict) -> Path:
     heads = ckpt.get("heads_per_layer")
     int8_method = _get(ckpt, "int8", "shipped")
     params = f"{ckpt['params']:,}" if isinstance(ckpt.get("params"), int) else None
+    metric = _get(card, "task", "metric_label") or "accuracy"
+    kind = {"token_classification": "Token classifier (a BIO tag per word; served as entities with character "
+                                     "offsets)"}.get(_get(card, "task", "name"), "Text classifier")
     lines = [
         f"# {card.get('name', bundle.name)}",
         "",
-        f"Text classifier distilled from the teacher `{_text(teacher.get('model'))}` with the recipe "
+        f"{kind} distilled from the teacher `{_text(teacher.get('model'))}` with the recipe "
         f"`{_text(_get(card, 'recipe', 'name'))}` (`{_text(_get(card, 'recipe', 'path'))}`). Every number in this "
         f"card was measured by the run that exported this bundle; values that were not measured say so.",
         "",
-        "## Accuracy and size",
+        f"## {metric.capitalize()} and size",
         "",
-        f"| model | format | test accuracy{' % [95% bootstrap interval]' if ckpt.get('accuracy_ci') else ''} | size MB |",
+        f"| model | format | test {metric}{' % [95% bootstrap interval]' if ckpt.get('accuracy_ci') else ''} | size MB |",
         "|---|---|---|---|",
         f"| teacher | PyTorch fp32 | {_acc(teacher.get('accuracy'), teacher.get('accuracy_ci'))} | - |",
         f"| student | PyTorch fp32 | {_acc_of(ckpt, 'pytorch_fp32')} | - |",
@@ -588,7 +591,7 @@ def write_model_card(bundle: Path, card: dict) -> Path:
     lines += ["", *_budget_lines(card), "", "## INT8 quantization", "", f"Shipped: {_text(int8_method)}."]
     attempts = _get(ckpt, "int8", "attempts") or []
     if attempts:
-        lines += ["", "| method | accuracy | passed the accuracy gate |", "|---|---|---|"]
+        lines += ["", f"| method | {metric} | passed the {metric} gate |", "|---|---|---|"]
         lines += [f"| {_text(a.get('method'))} | {_pct(a.get('accuracy'))} | {_text(a.get('passed'))} |" for a in attempts]
     gpu = _get(ckpt, "gpu")
     lines += ["", "## GPU", ""]

@@ -47,6 +47,7 @@ def points(
     """
     run = label or _run_label(report)
     setup = report.get("latency_setup", {})
+    metric = report.get("task", {}).get("metric_label", "accuracy")  # what "accuracy" holds: the task's metric
     try:
         out = []
         for entry in report["checkpoints"]:
@@ -72,6 +73,7 @@ def points(
                 "batch_size": at[0], "seq_len": at[1],
                 "size_mb": sizes.get(fmt), "int8_size_mb": sizes.get("onnx_int8"),
                 "bundle": entry.get("bundle"), "threads": report.get("machine", {}).get("threads"),
+                "metric": metric,
             })
         teacher = report["teacher"]
         out.append({
@@ -80,7 +82,7 @@ def points(
             "p95_ms": float(teacher["latency_ms"]["pytorch_fp32"]["p95"]),
             "batch_size": setup.get("batch_size"), "seq_len": setup.get("seq_len"),
             "size_mb": None, "int8_size_mb": None, "bundle": None,
-            "threads": report.get("machine", {}).get("threads"),
+            "threads": report.get("machine", {}).get("threads"), "metric": metric,
         })
     except (KeyError, TypeError) as error:
         raise ExportError(
@@ -108,6 +110,12 @@ def pareto_front(pts: list[dict]) -> list[bool]:
     return flags
 
 
+def _metric(pts: list[dict]) -> str:
+    """The metric the points' "accuracy" holds (runs of one task share it; mixed tasks say "score")."""
+    names = {p.get("metric", "accuracy") for p in pts}
+    return names.pop() if len(names) == 1 else "score"
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
@@ -123,13 +131,13 @@ def _threads(pts: list[dict]) -> str:
 
 def to_markdown(pts: list[dict], fmt: str, batch_size: int, seq_len: int) -> str:
     lines = [
-        f"# Pareto: accuracy vs p95 latency ({FORMAT_NAMES.get(fmt, fmt)})",
+        f"# Pareto: {_metric(pts)} vs p95 latency ({FORMAT_NAMES.get(fmt, fmt)})",
         "",
         f"Students: {FORMAT_NAMES.get(fmt, fmt)}, p95 at batch {batch_size}, sequence {seq_len}, "
         f"{_threads(pts)} threads. The teacher (PyTorch fp32, at its report's latency setup) is a reference, "
         f"not a candidate. Pareto-optimal: no other checkpoint is at least as accurate and at least as fast.",
         "",
-        "| run | checkpoint | density | accuracy % | p95 ms | size MB | pareto |",
+        f"| run | checkpoint | density | {_metric(pts)} % | p95 ms | size MB | pareto |",
         "|---|---|---|---|---|---|---|",
     ]
     for p in pts:
@@ -181,7 +189,7 @@ def _plot(pts: list[dict], path: Path, fmt: str, batch_size: int, seq_len: int) 
                     fontsize=8, ha="right")
 
     ax.set_xlabel(f"p95 latency (ms), batch {batch_size}, sequence {seq_len}")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"test {_metric(pts)} (%)")
     ax.set_title(
         f"Accuracy vs p95 latency: {FORMAT_NAMES.get(fmt, fmt)} students, batch {batch_size}, "
         f"seq {seq_len}, {_threads(pts)} threads", fontsize=11,
@@ -279,7 +287,7 @@ def select(pts: list[dict], max_p95_ms: float | None) -> dict:
         why = f"it is the most accurate of the {{n}} checkpoints with p95 <= {max_p95_ms:g} ms"
     best = max(pool, key=lambda p: (p["accuracy"], -p["p95_ms"]))
     reason = (
-        f"Selected {best['name']} of {best['run']} ({_pct(best['accuracy'])}% accuracy, p95 "
+        f"Selected {best['name']} of {best['run']} ({_pct(best['accuracy'])}% {best.get('metric', 'accuracy')}, p95 "
         f"{best['p95_ms']:.2f} ms {where(best)}) because {why.format(n=len(pool))}."
     )
     return {

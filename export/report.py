@@ -56,6 +56,16 @@ def rows(report: dict) -> list[list[str]]:
     return out
 
 
+def metric_label(report: dict) -> str:
+    """How the report's metric is named in tables: "accuracy", "entity F1"..."""
+    return report.get("task", {}).get("metric_label", "accuracy")
+
+
+def header(report: dict) -> list[str]:
+    short = {"accuracy": "acc"}.get(metric_label(report), metric_label(report))
+    return ["model", "format", "density", "params M", f"test {short} % [95% CI]", *HEADER[5:]]
+
+
 HEADER = ["model", "format", "density", "params M", "test acc % [95% CI]", "p50 ms", "p50 spread ms", "p95 ms",
           "p50 speedup", "size MB"]
 
@@ -109,9 +119,12 @@ def to_markdown(report: dict) -> str:
         *_latency_lines(report),
         *([f"Teacher: {setup['teacher_forward']}; students: {setup['student_forward']}.  "]
           if "student_forward" in setup else []),
-        *([f"Accuracy: {report['accuracy_setup']['interval']}.  "] if "accuracy_setup" in report else []),
+        *([f"Task: {report['task']['name']}; metric: {metric_label(report)}.  "] if "task" in report else []),
+        *([f"{metric_label(report).capitalize()}: {report['accuracy_setup']['interval']}.  "]
+          if "accuracy_setup" in report else []),
+        *_duplicates_line(report),
         "",
-        "| " + " | ".join(HEADER) + " |",
+        "| " + " | ".join(header(report)) + " |",
         "|" + "---|" * len(HEADER),
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows(report)]
@@ -122,7 +135,8 @@ def to_markdown(report: dict) -> str:
             f"- `{ckpt['name']}`: ONNX fp32 vs PyTorch max |logit diff| = {ckpt['onnx_max_abs_diff']:.2e}; "
             f"fused ops {ckpt.get('fused_ops', {})}; bundle `{ckpt['bundle']}`"
         )
-    lines += _difference_lines(report) + _grid_section(report) + _int8_section(report) + _verification_section(report)
+    lines += (_difference_lines(report) + _metric_details(report) + _grid_section(report) + _int8_section(report)
+              + _verification_section(report))
     selected = report.get("selected")
     budget = report.get("export", {}).get("latency_budget")
     if "selected" in report:
@@ -132,6 +146,47 @@ def to_markdown(report: dict) -> str:
         else:
             lines.append(f"No checkpoint meets the latency budget {budget}; nothing was selected.")
     return "\n".join(lines) + "\n"
+
+
+def _duplicates_line(report: dict) -> list[str]:
+    found = report.get("data", {}).get("duplicates")
+    if not found:
+        return []
+    removed = ", ".join(f"{n} from {split}" for split, n in found.get("removed", {}).items() if n) or "none removed"
+    shared = sum(found.get("shared_keys", {}).values())
+    return [f"Cross-split duplicates (data.dedupe={found.get('mode')}): {shared} found ({removed}); "
+            f"{found.get('cross_split_after', 0)} left in more than one split.  "]
+
+
+def _per_label_rows(details: dict) -> tuple[str, list[dict]] | None:
+    if details.get("per_class"):
+        return "class", [{"name": r["label"], **r} for r in details["per_class"]]
+    if details.get("per_type"):
+        return "entity type", [{"name": r["type"], **r} for r in details["per_type"]]
+    return None
+
+
+def _metric_details(report: dict) -> list[str]:
+    """Macro-F1 and the per-class table (more than two classes), or precision, recall and the
+    per-entity-type table (token classification), for the teacher and each checkpoint's INT8 model."""
+    sources = [("teacher (PyTorch fp32)", report["teacher"].get("metrics") or {})]
+    sources += [(f"{c['name']} (ONNX INT8)", c.get("metrics", {}).get("onnx_int8") or {}) for c in report["checkpoints"]]
+    if not any(_per_label_rows(details) for _, details in sources):
+        return []
+    lines = ["", f"## {metric_label(report).capitalize()} by class (test split)", ""]
+    for name, details in sources:
+        table = _per_label_rows(details)
+        if table is None:
+            continue
+        kind, rows_ = table
+        summary = (f"macro-F1 {100 * details['macro_f1']:.2f}" if "macro_f1" in details else
+                   f"precision {100 * details.get('precision', 0):.2f}, recall {100 * details.get('recall', 0):.2f}, "
+                   f"{details.get('entities', 0)} gold entities")
+        lines += [f"**{name}**: {summary}", "", f"| {kind} | precision % | recall % | F1 % | support |", "|---|---|---|---|---|"]
+        lines += [f"| {r['name']} | {100 * r['precision']:.2f} | {100 * r['recall']:.2f} | {100 * r['f1']:.2f} | "
+                  f"{r['support']} |" for r in rows_]
+        lines.append("")
+    return lines
 
 
 def _grid_section(report: dict) -> list[str]:
@@ -194,10 +249,10 @@ def print_report(report: dict, json_path: Path, console: Console | None = None, 
     console = console or Console(width=max(Console().width, 110))
     setup = report["latency_setup"]
     table = Table(
-        title=f"{report['recipe']['name']}: test accuracy and latency "
+        title=f"{report['recipe']['name']}: test {metric_label(report)} and latency "
         f"(batch {setup['batch_size']}, seq {setup['seq_len']}, {report['machine']['threads']} threads)"
     )
-    for name in HEADER:
+    for name in header(report):
         table.add_column(name, justify="left" if name in ("model", "format") else "right")
     for row in rows(report):
         table.add_row(*row)

@@ -421,6 +421,7 @@ def _gpu_status(setting: str) -> dict:
 def _card(report: dict, entry: dict, budget: dict | None, model_name: str) -> dict:
     return {
         "name": model_name,
+        "task": report.get("task"),
         "recipe": report["recipe"],
         "teacher": report["teacher"],
         "data": report["data"],

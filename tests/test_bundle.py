@@ -347,8 +347,10 @@ def _third_party_imports(path: Path) -> set[str]:
 
 
 def test_verify_module_imports_only_stdlib_numpy_onnxruntime():
-    # distilprune: its own base layer (export/runtime.py), which a bundle carries as verify_runtime.py
-    assert _third_party_imports(Path(V.__file__)) == {"numpy", "onnxruntime", "onnx", "distilprune", "verify_runtime", "runtime"}
+    # distilprune: its own base layer (export/runtime.py), which a bundle carries as verify_runtime.py;
+    # serving_runtime: the bundle's post-processing, imported for the predictions check only (skipped without it)
+    assert _third_party_imports(Path(V.__file__)) == {"numpy", "onnxruntime", "onnx", "distilprune", "verify_runtime",
+                                                      "runtime", "serving_runtime"}
     assert _third_party_imports(Path(runtime.__file__)) == {"numpy", "onnxruntime"}
 
 
