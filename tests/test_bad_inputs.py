@@ -27,7 +27,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import run_entry, save_tiny_teacher, write_sentiment_csv
+from conftest import run_entry, save_tiny_tagger, save_tiny_teacher, write_conll, write_sentiment_csv
 
 from distilprune.assets import ASSETS
 
@@ -76,6 +76,25 @@ def _fake_asset_wheel(directory: Path) -> Path:
     return wheel
 
 
+def _token_inputs(w: World, root: Path) -> None:
+    """Token-classification inputs: a fine-tuned tiny tagger (O, B/I-LOC, B/I-PER), a valid CoNLL file
+    and one file per mistake."""
+    w.paths["tagger"] = save_tiny_tagger(root / "tiny-tagger")
+    w.paths["conll"] = write_conll(root / "ner.conll", sentences=60)
+    valid = w.paths["conll"].read_text()
+    (root / "iobes.conll").write_text(valid.replace("B-LOC", "S-LOC", 1))
+    w.paths["iobes"] = root / "iobes.conll"
+    (root / "no-tag.conll").write_text(valid.replace("w42 NN O O\n", "w42\n", 1))
+    w.paths["no_tag"] = root / "no-tag.conll"
+    (root / "docstart-only.conll").write_text("-DOCSTART- -X- -X- O\n\n\n")
+    w.paths["no_sentences"] = root / "docstart-only.conll"
+    (root / "mismatch.jsonl").write_text('{"tokens": ["w1", "w12"], "tags": ["B-PER", "B-LOC"]}\n'
+                                         '{"tokens": ["w3", "w4", "w20"], "tags": ["B-PER", "I-PER"]}\n')
+    w.paths["length_mismatch"] = root / "mismatch.jsonl"
+    (root / "orgs.conll").write_text(valid.replace("LOC", "ORG"))
+    w.paths["other_types"] = root / "orgs.conll"
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
     root = tmp_path_factory.mktemp("bad-inputs")
@@ -100,6 +119,7 @@ def world(tmp_path_factory) -> World:
     w.paths["read_only"] = read_only
     w.paths["no_wheels"] = root / "no-wheels"
     w.paths["no_wheels"].mkdir()
+    _token_inputs(w, root)
     wheel = _fake_asset_wheel(root / "corrupt-index")
     w.paths["corrupt_index"] = wheel.parent
     w.fake_wheel_sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
@@ -115,6 +135,11 @@ BASE = ("recipe=quickstart", "output_dir={out}", "tracking.wandb=false", "train.
 # A valid run on the tiny local teacher and csv, into which each row puts one mistake.
 LOCAL = BASE + ("teacher.model={teacher}", "teacher.finetuned=true", "data.dataset={data}",
                 "data.text_column=sentence", "data.max_seq_len=32", "student.num_layers=2", "student.init_layers=[0,2]")
+
+
+# A valid token-classification run on the tiny fine-tuned tagger and a CoNLL file.
+NER = BASE + ("task=token_classification", "teacher.model={tagger}", "teacher.finetuned=true", "data.dataset={conll}",
+              "data.max_seq_len=32", "student.num_layers=2", "student.init_layers=[0,2]")
 
 
 def _no_asset_left_behind(world: World, case_dir: Path) -> None:
@@ -197,7 +222,24 @@ CATALOGUE: dict[str, Case] = {
         ("The validation split of", "is empty", "data.validation_fraction / data.test_fraction")),
     "labels-out-of-range": Case(
         LOCAL + ("data.dataset={data3}",),
-        ("has label 2 but the model", "outputs only 2 classes (0..1)", "teacher.finetuned=false")),
+        ("The dataset has 3 labels (0, 1, 2)", "outputs only 2 classes", "teacher.finetuned=false")),
+    "ner-tag-outside-bio": Case(
+        NER + ("data.dataset={iobes}",),
+        ("iobes.conll:", "tag 'S-LOC'", "is not a BIO tag (this looks like the IOBES/BILOU scheme)",
+         "Gold data must be in the BIO (IOB2) scheme")),
+    "ner-token-without-tag": Case(
+        NER + ("data.dataset={no_tag}",),
+        ("no-tag.conll:3: expected a token and its tag", "found one column 'w42'", "add the missing token or tag")),
+    "ner-file-without-sentences": Case(
+        NER + ("data.dataset={no_sentences}",),
+        ("docstart-only.conll holds no tagged sentence", "check the file's path and contents")),
+    "ner-tokens-tags-length-mismatch": Case(
+        NER + ("data.dataset={length_mismatch}",),
+        ("mismatch.jsonl:2", "3 tokens but 2 tags")),
+    "ner-labels-differ-from-finetuned-teacher": Case(
+        NER + ("data.dataset={other_types}",),
+        ("The fine-tuned teacher", "['O', 'B-LOC', 'I-LOC', 'B-PER', 'I-PER']", "['O', 'B-ORG', 'I-ORG', 'B-PER', 'I-PER']",
+         "teacher.finetuned=false")),
     "seq-len-above-positions": Case(
         LOCAL + ("data.max_seq_len=128",),
         ("data.max_seq_len=128 is longer than the teacher's 64 position embeddings",
@@ -433,6 +475,10 @@ PLACEHOLDERS = {
     "{corrupt_index}": "a package index serving a wheel with the wrong sha256", "{few_rows}": "a csv of 3 rows",
     "{header_only}": "a csv with a header and no rows", "{repeated}": "a csv of two sentences repeated 48 times", "{read_only}": "a read-only directory",
     "{teacher_bad_vocab}": "a teacher whose tokenizer is larger than its embedding table",
+    "{tagger}": "a fine-tuned token-classification teacher (O, B/I-LOC, B/I-PER)", "{conll}": "a CoNLL file",
+    "{iobes}": "a CoNLL file with an S- (IOBES) tag", "{no_tag}": "a CoNLL file with a token line without a tag",
+    "{no_sentences}": "a CoNLL file with only -DOCSTART-", "{length_mismatch}": "a JSONL file with 3 tokens and 2 tags",
+    "{other_types}": "a CoNLL file with ORG where the teacher has LOC",
 }
 
 
