@@ -30,6 +30,7 @@ from distilprune.config import (
     recipe_to_dict,
     save_recipe,
 )
+from distilprune.config.schema import TASK_NAMES
 from distilprune.errors import ConfigError
 
 FUZZ = settings(
@@ -53,7 +54,7 @@ def _leaf_fields() -> dict[str, typing.Any]:
 
 LEAVES = _leaf_fields()
 # Closed choice lists: the schema's CHOICES and those the data section keeps itself.
-FIELD_CHOICES = {**CHOICES, "data.dedupe": DataConfig.DEDUPE_MODES,
+FIELD_CHOICES = {**CHOICES, "task": TASK_NAMES, "data.dedupe": DataConfig.DEDUPE_MODES,
                  "data.label_granularity": DataConfig.LABEL_GRANULARITIES}
 SECTIONS = [name for name, tp in typing.get_type_hints(Recipe).items() if dataclasses.is_dataclass(tp)]
 
