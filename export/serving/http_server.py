@@ -130,8 +130,10 @@ def _lifespan(state: dict, metrics: Metrics, bundle: Path, max_batch: int, max_d
         runtime = BundleRuntime(bundle, threads=threads)
         # One call at the largest shape a model call can take (max_batch texts filling the window):
         # ONNX Runtime's memory arena grows to its working size now, not under the first full batch.
-        runtime.predict(["warm-up"])
-        runtime.predict([" ".join(["warm-up"] * runtime.max_seq_len)] * max_batch)
+        long_text = " ".join(["warm-up"] * runtime.max_seq_len)
+        one, full = (["warm-up", "warm-up"], [long_text, long_text]) if runtime.text_pairs else ("warm-up", long_text)
+        runtime.predict([one])
+        runtime.predict([full] * max_batch)
         state["runtime"] = runtime
         state["batcher"] = batcher = Batcher(runtime, max_batch, max_delay_ms, metrics)
         batcher.task = asyncio.create_task(batcher.run())
@@ -172,7 +174,7 @@ def create_app(bundle: Path, max_batch: int = 32, max_delay_ms: float = 5.0, thr
         except (ValueError, UnicodeDecodeError) as problem:
             return error(400, f"The request body is not valid JSON ({problem}).")
         try:
-            texts = parse_texts(payload, max_batch)
+            texts = parse_texts(payload, max_batch, pairs=state["runtime"].text_pairs)
         except RequestError as problem:
             return error(problem.status, str(problem))
         try:

@@ -194,9 +194,10 @@ def write_serving(bundle: Path, name: str, batched_model: str, why: str, setting
     settings = {"max_queue_delay_us": 1000, **settings}
     task_name = (task or {}).get("task", runtime.TASK_SEQUENCE_CLASSIFICATION)
     write_serving_spec(bundle, batched_model, why, task_name)
-    if task_name != runtime.TASK_SEQUENCE_CLASSIFICATION:
-        # Triton's text model and ensemble answer with label tensors; other tasks are served as text by
-        # the HTTP server (or serving_runtime.py), and as token logits by triton/<name> (ONNX Runtime backend).
+    if task_name != runtime.TASK_SEQUENCE_CLASSIFICATION or (task or {}).get("text_pairs"):
+        # Triton's text model and ensemble take one TEXT and answer with label tensors; token tasks and
+        # text pairs are served as text by the HTTP server (or serving_runtime.py), and as logits by
+        # triton/<name> (ONNX Runtime backend, token ids in).
         return {"text_model": None, "ensemble": None, "runtime": RUNTIME_FILE, "settings": settings}
     text = write_text_model(bundle, name, settings, warmup_text)
     ensemble = write_ensemble(bundle, name, settings)

@@ -61,6 +61,7 @@ class Encoded:
     attention_mask: np.ndarray
     truncated: list[bool]
     encodings: list | None = None  # the tokenizers.Encoding of each text (offsets, word ids)
+    token_type_ids: np.ndarray | None = None  # (texts, longest) int64 segment ids, for text pairs
 
 
 def available_cpus() -> int:
@@ -164,6 +165,8 @@ class BundleRuntime:
         self.max_seq_len = int(self.spec["max_seq_len"])
         self.labels = [self.spec["id2label"][str(i)] for i in range(int(self.spec["num_labels"]))]
         self.pad_id = int(self.spec["tokenizer"]["pad_token_id"])
+        self.text_pairs = bool(self.spec.get("task", {}).get("text_pairs"))  # requests send [first, second]
+        self.takes_segments = any(i["name"] == "token_type_ids" for i in self.spec.get("inputs", []))
         self.tokenizer = self._tokenizer(self.bundle / TOKENIZER_JSON, self.max_seq_len) if load_tokenizer else None
         self.session = self._session(self.bundle / self.model_file, threads) if load_model else None
 
@@ -191,21 +194,26 @@ class BundleRuntime:
         options.log_severity_level = 3
         return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
-    def encode(self, texts: list[str], pad_to: int | None = None) -> Encoded:
+    def encode(self, texts: list, pad_to: int | None = None) -> Encoded:
         """Tokenize as ``input_spec.json`` says: special tokens, truncation to max_seq_len, right padding
-        to the longest text (or to ``pad_to`` tokens, for servers that need one shape per batch)."""
-        encodings = self.tokenizer.encode_batch(list(texts))
+        to the longest text (or to ``pad_to`` tokens, for servers that need one shape per batch). For a
+        pair task each item is a (first, second) pair, tokenized as the teacher's pairs."""
+        encodings = self.tokenizer.encode_batch([tuple(t) if self.text_pairs else t for t in texts])
         longest = pad_to or max(len(e.ids) for e in encodings)
         input_ids = np.full((len(encodings), longest), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(encodings), longest), dtype=np.int64)
+        token_type_ids = np.zeros((len(encodings), longest), dtype=np.int64)
         for row, encoding in enumerate(encodings):
             input_ids[row, : len(encoding.ids)] = encoding.ids
             attention_mask[row, : len(encoding.ids)] = 1
-        return Encoded(input_ids, attention_mask, [bool(e.overflowing) for e in encodings], encodings)
+            token_type_ids[row, : len(encoding.ids)] = encoding.type_ids
+        return Encoded(input_ids, attention_mask, [bool(e.overflowing) for e in encodings], encodings, token_type_ids)
 
     def infer(self, encoded: Encoded) -> np.ndarray:
-        """(texts, labels) float32 logits of the serving model."""
+        """(texts, labels) or (texts, tokens, labels) float32 logits of the serving model."""
         feed = {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask}
+        if self.takes_segments:
+            feed["token_type_ids"] = encoded.token_type_ids
         return self.session.run(None, feed)[0]
 
     def postprocess(self, logits: np.ndarray, encoded: Encoded, texts: list[str]) -> list[dict]:
@@ -224,8 +232,9 @@ class BundleRuntime:
                               f"{self.spec['tokenizer'].get('truncation_side', 'right')}; the response says so"}
 
 
-def parse_texts(payload, max_texts: int) -> list[str]:
-    """The texts of a predict request ``{"texts": [str, ...]}``, or a :class:`RequestError` saying why not."""
+def parse_texts(payload, max_texts: int, pairs: bool = False) -> list:
+    """The texts of a predict request ``{"texts": [str, ...]}`` (a pair task: ``[[first, second], ...]``),
+    or a :class:`RequestError` saying why not."""
     if not isinstance(payload, dict) or "texts" not in payload:
         raise RequestError(400, 'The request body must be a JSON object with a "texts" field: {"texts": ["a sentence", ...]}.')
     texts = payload["texts"]
@@ -239,6 +248,9 @@ def parse_texts(payload, max_texts: int) -> list[str]:
         raise RequestError(413, f"{len(texts)} texts in one request; this server takes at most {max_texts} "
                                 f"(--max-batch). Split the request.")
     for index, text in enumerate(texts):
-        if not isinstance(text, str):
+        if pairs and not (isinstance(text, list) and len(text) == 2 and all(isinstance(t, str) for t in text)):
+            raise RequestError(400, f'"texts"[{index}] must be a [first, second] pair of strings: this model '
+                                    f'reads text pairs, e.g. {{"texts": [["A man sleeps.", "A person rests."]]}}.')
+        if not pairs and not isinstance(text, str):
             raise RequestError(400, f'"texts"[{index}] is {type(text).__name__}, not a string.')
     return texts

@@ -137,7 +137,9 @@ class SequenceClassification(Task):
                 "text_pairs": getattr(data.test, "text_pairs", None) is not None,
                 "outputs": {"logits": "(batch, labels) float32; softmax gives the class probabilities"}}
 
-    def parity_texts(self, data: TaskData, count: int = 4) -> list[str]:
+    def parity_texts(self, data: TaskData, count: int = 4) -> list:
+        if data.test.text_pairs is not None:  # a pair task: [first, second] items, as a server receives them
+            return [[a, b] for a, b in zip(data.test.texts[:count], data.test.text_pairs[:count])]
         return list(data.test.texts[:count])
 
 
