@@ -167,7 +167,7 @@ def _per_label_rows(details: dict) -> tuple[str, list[dict]] | None:
 
 
 def _metric_details(report: dict) -> list[str]:
-    """Macro-F1 and the per-class table (more than two classes), or precision, recall and the
+    """Macro-F1 and the per-class table (and the F1 of label 1 with two classes), or precision, recall and the
     per-entity-type table (token classification), for the teacher and each checkpoint's INT8 model."""
     sources = [("teacher (PyTorch fp32)", report["teacher"].get("metrics") or {})]
     sources += [(f"{c['name']} (ONNX INT8)", c.get("metrics", {}).get("onnx_int8") or {}) for c in report["checkpoints"]]
@@ -179,7 +179,8 @@ def _metric_details(report: dict) -> list[str]:
         if table is None:
             continue
         kind, rows_ = table
-        summary = (f"macro-F1 {100 * details['macro_f1']:.2f}" if "macro_f1" in details else
+        binary = f"F1 of {rows_[1]['name']!r} {100 * details['f1']:.2f}, " if "f1" in details else ""
+        summary = (f"{binary}macro-F1 {100 * details['macro_f1']:.2f}" if "macro_f1" in details else
                    f"precision {100 * details.get('precision', 0):.2f}, recall {100 * details.get('recall', 0):.2f}, "
                    f"{details.get('entities', 0)} gold entities")
         lines += [f"**{name}**: {summary}", "", f"| {kind} | precision % | recall % | F1 % | support |", "|---|---|---|---|---|"]

@@ -3,8 +3,8 @@
 Rows come from :func:`distilprune.data.load_data`; a pair task names its second column in
 ``data.text_pair_column`` and is tokenized as the teacher expects a pair (``[CLS] a [SEP] b [SEP]``
 with ``token_type_ids`` 0 for segment A and 1 for segment B). The student scores one row per
-example: its logits. Metric: accuracy, with macro-F1 and a per-class table beside it when there are
-more than two classes.
+example: its logits. Metric: accuracy, with macro-F1 and a per-class table beside it (and, with two
+classes, the F1 of label 1, as MRPC and QQP are reported).
 """
 
 from __future__ import annotations
@@ -124,8 +124,9 @@ class SequenceClassification(Task):
         correct = (predicted == gold).astype(np.float64)[:, None]
         details: dict[str, Any] = {}
         names = self.label_names or [str(i) for i in range(logits.shape[1])]
-        if logits.shape[1] > 2:
-            details["macro_f1"], details["per_class"] = per_class_table(predicted, gold, names)
+        details["macro_f1"], details["per_class"] = per_class_table(predicted, gold, names)
+        if logits.shape[1] == 2:  # paraphrase / duplicate tasks (MRPC, QQP) report F1 of label 1 beside accuracy
+            details["f1"] = details["per_class"][1]["f1"]
         return Scored(float(correct.mean()), correct, details)
 
     @staticmethod
