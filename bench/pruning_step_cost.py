@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from distilprune.config import DataConfig
-from distilprune.data import TokenizedSplit, collate, load_data
+from distilprune.data import load_data
+from distilprune.tasks import default_task
 from distilprune.losses import kd_kl_loss
 from distilprune.pruning import HYBRID_BLOCKS, BlockPruner
 from distilprune.students import student_from_teacher
@@ -61,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_tokenizer(source, "minilm-l6")
     teacher = load_teacher(source, "minilm-l6", num_labels=2).eval().requires_grad_(False)
     data = load_data(DataConfig(train_examples=32 * args.steps))
-    loader = DataLoader(TokenizedSplit(data.train, tokenizer, 128), batch_size=32, shuffle=False,
-                        collate_fn=partial(collate, pad_token_id=tokenizer.pad_token_id))
+    task = default_task()
+    loader = DataLoader(task.tokenize(data.train, tokenizer, 128), batch_size=32, shuffle=False,
+                        collate_fn=partial(task.collate, pad_token_id=tokenizer.pad_token_id))
     batches = list(loader)
 
     configs = {}

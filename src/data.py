@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
-from torch.utils.data import Dataset
-
 from distilprune import assets
 from distilprune.errors import DataError
 from distilprune.paths import user_path
+from distilprune.tasks.base import TaskData
 
 LOCAL_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLIT_NAMES = ("train", "validation", "test")
@@ -50,20 +48,8 @@ class Split:
         return self if n is None else self.select(list(range(min(n, len(self)))))
 
 
-@dataclass
-class TextClassificationData:
-    """Three fixed splits and the label names (index = label id)."""
-
-    train: Split
-    validation: Split
-    test: Split
-    label_names: list[str]
-    source: str
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
+# The splits of a sequence-classification task: Split objects (tokenized by distilprune.tasks).
+TextClassificationData = TaskData
 
 
 # -- built-in sources ---------------------------------------------------------------------------
@@ -546,54 +532,4 @@ def check_teacher_labels(label_names: list[str], id2label: dict | None, spec: st
             f"its predictions would be scored against the wrong labels. Re-map the dataset's label column to "
             f"the teacher's ids (0 = {teacher[0]!r}), use a teacher fine-tuned on these labels, or set "
             f"teacher.finetuned=false so a new head is trained."
-        )
-
-
-# -- tokenization and batches ---------------------------------------------------------------------
-class TokenizedSplit(Dataset):
-    """Token ids without padding; :func:`collate` pads each batch to its longest example."""
-
-    def __init__(self, split: Split, tokenizer, max_seq_len: int) -> None:
-        encoded = tokenizer(list(split.texts), truncation=True, max_length=max_seq_len)
-        self.input_ids: list[list[int]] = encoded["input_ids"]
-        self.labels = list(split.labels)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"input_ids": self.input_ids[index], "label": self.labels[index], "index": index}
-
-    def lengths(self) -> list[int]:
-        return [len(ids) for ids in self.input_ids]
-
-
-def collate(examples: list[dict[str, Any]], pad_token_id: int = 0, pad_to: int | None = None) -> dict[str, torch.Tensor]:
-    """Pad to the longest example in the batch (or to ``pad_to``).
-
-    Returns input_ids, attention_mask (batch, seq) int64, labels (batch,) int64, index (batch,).
-    """
-    longest = pad_to or max(len(e["input_ids"]) for e in examples)
-    input_ids = torch.full((len(examples), longest), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)
-    for row, example in enumerate(examples):
-        ids = example["input_ids"][:longest]
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, : len(ids)] = 1
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "labels": torch.tensor([e["label"] for e in examples], dtype=torch.long),
-        "index": torch.tensor([e["index"] for e in examples], dtype=torch.long),
-    }
-
-
-def check_labels_fit(data: TextClassificationData, num_labels: int, model_name: str) -> None:
-    """Raise when the data has labels the model's classifier cannot output."""
-    largest = max(max(s.labels) for s in (data.train, data.validation, data.test))
-    if largest >= num_labels:
-        raise DataError(
-            f"The dataset has label {largest} but the model {model_name} outputs only {num_labels} "
-            f"classes (0..{num_labels - 1}). Use a teacher with {largest + 1} or more labels, set "
-            f"teacher.finetuned=false so a new head of the right size is trained, or re-map the labels."
         )

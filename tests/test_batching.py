@@ -111,7 +111,7 @@ def test_lightning_set_epoch_reaches_the_sampler():
 
 # -- datamodule ---------------------------------------------------------------------------------------
 class FakeTokenizer:
-    """Whitespace tokens -> ids; enough for TokenizedSplit (truncation and max_length honoured)."""
+    """Whitespace tokens -> ids; enough for TokenizedSentences (truncation and max_length honoured)."""
 
     pad_token_id = 0
 

@@ -8,7 +8,7 @@ import pytest
 
 from distilprune import assets
 from distilprune.config import DataConfig
-from distilprune.data import _read_rotten_tomatoes, check_labels_fit, collate, load_data
+from distilprune.data import _read_rotten_tomatoes, load_data
 from distilprune.errors import AssetError, DataError
 
 from conftest import write_sentiment_csv
@@ -42,13 +42,19 @@ def test_missing_data_file_is_explained(tmp_path):
 
 
 def test_labels_beyond_the_model_head_are_rejected(tmp_path):
+    from conftest import tiny_bert
+    from distilprune.errors import ModelError
+    from distilprune.train.teacher_stage import check_teacher_label_order
+
     data = load_data(DataConfig(dataset=str(write_sentiment_csv(tmp_path / "d.csv", label_offset=1)), text_column="sentence"))
-    with pytest.raises(DataError, match="label 2 but the model tiny outputs only 2 classes"):
-        check_labels_fit(data, 2, "tiny")
+    with pytest.raises(ModelError, match=r"The dataset has 3 labels \(0, 1, 2\) but the model tiny outputs only 2 classes"):
+        check_teacher_label_order(data, tiny_bert(), "tiny")
 
 
 def test_collate_pads_to_the_longest_example_only():
-    out = collate([{"input_ids": [2, 5, 3], "label": 1, "index": 0}, {"input_ids": [2, 3], "label": 0, "index": 1}])
+    from distilprune.tasks import default_task
+
+    out = default_task().collate([{"input_ids": [2, 5, 3], "label": 1, "index": 0}, {"input_ids": [2, 3], "label": 0, "index": 1}])
     assert out["input_ids"].shape == (2, 3)
     assert out["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
 

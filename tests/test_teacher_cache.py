@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import VOCAB, tiny_bert
-from distilprune.data import Split, TokenizedSplit
+from distilprune.data import Split
+from distilprune.tasks.sequence_classification import TokenizedSentences
 from distilprune.errors import DataError
 from distilprune.tasks import default_task
 from distilprune.teacher_cache import (
@@ -30,10 +31,10 @@ class WordTokenizer:
         return {"input_ids": [i[:max_length] for i in ids]}
 
 
-def make_split(n: int = 37, max_seq_len: int = 24, seed: int = 0) -> TokenizedSplit:
+def make_split(n: int = 37, max_seq_len: int = 24, seed: int = 0) -> TokenizedSentences:
     rng = random.Random(seed)
     texts = [" ".join(rng.choice(VOCAB[5:]) for _ in range(rng.randint(1, 30))) for _ in range(n)]
-    return TokenizedSplit(Split(texts, [i % 2 for i in range(n)]), WordTokenizer(), max_seq_len)
+    return TokenizedSentences(Split(texts, [i % 2 for i in range(n)]), WordTokenizer(), max_seq_len)
 
 
 class CountingTeacher(torch.nn.Module):
@@ -51,7 +52,7 @@ class CountingTeacher(torch.nn.Module):
         return self.model(**kwargs)
 
 
-def live(teacher, split: TokenizedSplit, index: int):
+def live(teacher, split: TokenizedSentences, index: int):
     ids = torch.tensor([split.input_ids[index]])
     with torch.no_grad():
         return teacher(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True)

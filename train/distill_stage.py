@@ -86,10 +86,11 @@ def with_augmented_train(recipe: Recipe, data: TaskData, tokenizer, task: Task) 
     cfg = recipe.distill
     if cfg.augment_copies <= 0:
         return data
-    if not task.supports_augmentation:
+    if not task.supports_augmentation or getattr(data.train, "text_pairs", None) is not None:
         raise ConfigError(
-            f"distill.augment_copies={cfg.augment_copies}, but task {task.name} has no text augmentation "
-            f"(perturbing words would break their gold tags). Set distill.augment_copies=0."
+            f"distill.augment_copies={cfg.augment_copies}, but this run has no text augmentation: it perturbs "
+            f"single texts of a sequence-classification task (not text pairs, not the words of a token-"
+            f"classification task, whose gold tags would break). Set distill.augment_copies=0."
         )
     from distilprune.augment import augment_split
 
