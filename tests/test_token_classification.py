@@ -112,7 +112,8 @@ def test_ner_end_to_end_on_a_written_conll_file(tmp_path, launch):
     result = launch(*NER_RUN, f"output_dir={tmp_path}", f"teacher.model={teacher}", f"data.dataset={data}",
                     "teacher.epochs=12", "teacher.lr=3e-3", "teacher.batch_size=16", "train.epochs=8", "train.lr=3e-3",
                     "train.batch_size=16", "export.latency_runs=3", "export.latency_seq_len=16", "export.budget_seq_len=16",
-                    "export.grid_seq_lens=[16]", "export.grid_batch_sizes=[1]", timeout=900)
+                    "export.grid_seq_lens=[16]", "export.grid_batch_sizes=[1]", "export.latency_rounds=2",
+                    "pruning.keep_at_densities=[]", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(Path(result.stdout.strip().splitlines()[-1].removeprefix("Report: ")).read_text())
     assert report["task"] == {"name": "token_classification", "metric": "entity_f1", "metric_label": "entity F1"}
@@ -186,7 +187,8 @@ def test_text_pairs_end_to_end_with_segment_embeddings(tmp_path, launch):
                     "data.max_seq_len=32", "student.num_layers=2", "student.init_layers=[0,2]",
                     "student.segment_embeddings=true", "teacher.epochs=1", "train.epochs=1", "export.latency_runs=3",
                     "export.latency_seq_len=32", "export.budget_seq_len=32", "export.grid_seq_lens=[32]",
-                    "export.grid_batch_sizes=[1]", "tracking.wandb=false", "train.progress_bar=false", timeout=900)
+                    "export.grid_batch_sizes=[1]", "export.latency_rounds=2", "pruning.keep_at_densities=[]",
+                    "tracking.wandb=false", "train.progress_bar=false", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(Path(result.stdout.strip().splitlines()[-1].removeprefix("Report: ")).read_text())
     final = report["checkpoints"][-1]
