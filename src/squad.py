@@ -61,7 +61,7 @@ class QAExample:
     answers: ``(text, start_char)`` pairs; ``context[start_char:start_char + len(text)] == text`` for
         each (checked by the readers). Empty for an unanswerable question.
     source: where the question comes from (``file:line``, ``file: data[i].paragraphs[j].qas[k]``,
-        ``dataset row N``), named in errors.
+        ``dataset row N``), named in errors; also the ``id`` of a question that has none.
     """
 
     id: str
@@ -210,7 +210,7 @@ def _row_example(row, where: str, check: AnswerSpanCheck) -> QAExample | None:
     if not isinstance(row, Mapping):
         raise DataError(f"{where}: expected an object like {JSONL_SHAPE}, found a {type(row).__name__}.")
     answers = row.get("answers") or {"text": [], "answer_start": []}
-    if isinstance(answers, list):  # SQuAD-JSON style answers in a row: accept them too
+    if isinstance(answers, list) and all(isinstance(answer, Mapping) for answer in answers):  # SQuAD-JSON style
         answers = {"text": [x.get("text") for x in answers], "answer_start": [x.get("answer_start") for x in answers]}
     if not isinstance(answers, Mapping) or not isinstance(answers.get("text", []), list):
         raise DataError(f"{where}: 'answers' must be {{\"text\": [...], \"answer_start\": [...]}}. Fix this row.")
