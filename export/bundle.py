@@ -170,24 +170,7 @@ def write_input_spec(
         "dynamic_axes": {name: {str(axis): label for axis, label in axes.items()} for name, axes in all_axes.items()},
         "max_seq_len": int(max_seq_len),
         "max_position_embeddings": max_positions,
-        "tokenizer": {
-            "files": tokenizer_files,
-            "class": type(tokenizer).__name__,
-            "lowercase": _lowercase(tokenizer),
-            "add_special_tokens": True,
-            "truncation": True,
-            "truncation_side": getattr(tokenizer, "truncation_side", "right"),
-            "padding_side": getattr(tokenizer, "padding_side", "right"),
-            "pad_token": getattr(tokenizer, "pad_token", None),
-            "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-            "cls_token": getattr(tokenizer, "cls_token", None),
-            "sep_token": getattr(tokenizer, "sep_token", None),
-            "unk_token": getattr(tokenizer, "unk_token", None),
-            "vocab_size": len(tokenizer),
-            "token_type_ids": ("an input: 0 for the first text, 1 for the second text of a pair"
-                               if "token_type_ids" in names else
-                               "not an input: the student has no segment embeddings; drop them from the tokenizer output"),
-        },
+        "tokenizer": _tokenizer_spec(tokenizer, tokenizer_files, "token_type_ids" in names),
         "id2label": labels,
         "num_labels": len(labels),
         "latency_grid": _grid(latency_grid),
@@ -196,6 +179,28 @@ def write_input_spec(
     path = bundle / verify.INPUT_SPEC
     write_atomic(path, json.dumps(spec, indent=2))
     return path
+
+
+def _tokenizer_spec(tokenizer, files: list[str], takes_segments: bool) -> dict:
+    """How a server must tokenize: the files, casing, sides, special tokens and token_type_ids."""
+    return {
+        "files": files,
+        "class": type(tokenizer).__name__,
+        "lowercase": _lowercase(tokenizer),
+        "add_special_tokens": True,
+        "truncation": True,
+        "truncation_side": getattr(tokenizer, "truncation_side", "right"),
+        "padding_side": getattr(tokenizer, "padding_side", "right"),
+        "pad_token": getattr(tokenizer, "pad_token", None),
+        "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        "cls_token": getattr(tokenizer, "cls_token", None),
+        "sep_token": getattr(tokenizer, "sep_token", None),
+        "unk_token": getattr(tokenizer, "unk_token", None),
+        "vocab_size": len(tokenizer),
+        "token_type_ids": ("an input: 0 for the first text, 1 for the second text of a pair"
+                           if takes_segments else
+                           "not an input: the student has no segment embeddings; drop them from the tokenizer output"),
+    }
 
 
 class _ModelShape:

@@ -92,17 +92,7 @@ def student_from_teacher(
         num_heads = getattr(hf, arch.config_num_heads)
         head_dim = word.embedding_dim // num_heads
         per_layer_heads = [num_heads] * num_layers
-    if arch.token_type_embeddings is not None:
-        segment_table = get_module(teacher, arch.token_type_embeddings)
-    elif isinstance(hf, StudentConfig) and hf.type_vocab_size:  # a student with segments as the teacher
-        segment_table = teacher.distilbert.embeddings.token_type_embeddings
-    else:
-        segment_table = None
-    if segment_embeddings and segment_table is None:
-        raise ModelError(
-            "student.segment_embeddings=true, but the teacher has no segment embeddings to copy "
-            "(a DistilBERT teacher). Set student.segment_embeddings=false."
-        )
+    segment_table = _segment_table(teacher, arch, hf, segment_embeddings)
     config = StudentConfig(
         vocab_size=word.num_embeddings,
         hidden_size=word.embedding_dim,
@@ -144,6 +134,22 @@ def student_from_teacher(
         get_module(student, target.pooler).load_state_dict(get_module(teacher, arch.pooler).state_dict())
     get_module(student, target.classifier).load_state_dict(get_module(teacher, arch.classifier).state_dict())
     return student
+
+
+def _segment_table(teacher: nn.Module, arch, hf, segment_embeddings: bool) -> nn.Embedding | None:
+    """The teacher's segment (token type) embedding table, or None when it has none."""
+    if arch.token_type_embeddings is not None:
+        table = get_module(teacher, arch.token_type_embeddings)
+    elif isinstance(hf, StudentConfig) and hf.type_vocab_size:  # a student with segments as the teacher
+        table = teacher.distilbert.embeddings.token_type_embeddings
+    else:
+        table = None
+    if segment_embeddings and table is None:
+        raise ModelError(
+            "student.segment_embeddings=true, but the teacher has no segment embeddings to copy "
+            "(a DistilBERT teacher). Set student.segment_embeddings=false."
+        )
+    return table
 
 
 def _activation_name(hf_config) -> str:
