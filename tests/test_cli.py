@@ -23,7 +23,7 @@ CUDA_EP = cuda_execution_provider_available()
 
 TINY_BUDGET = [
     "data.train_examples=256", "data.eval_examples=64", "teacher.epochs=1", "train.epochs=1",
-    "export.latency_runs=5", "export.latency_warmup=2", "train.progress_bar=false",
+    "export.latency_runs=5", "export.latency_warmup=2", "export.latency_rounds=2", "train.progress_bar=false",
 ]
 
 
@@ -119,17 +119,35 @@ def tiny_local_run(tmp_path: Path, teacher_dir: Path, *extra: str) -> subprocess
         "recipe=quickstart", f"output_dir={tmp_path}", f"teacher.model={teacher_dir}", f"data.dataset={data}",
         "data.text_column=sentence", "data.max_seq_len=32", "student.num_layers=2", "student.init_layers=[0,2]",
         "teacher.epochs=1", "train.epochs=1", "export.latency_runs=3", "export.latency_seq_len=32",
-        "export.budget_seq_len=32", "tracking.wandb=false", "train.progress_bar=false", *extra, timeout=900,
+        "export.budget_seq_len=32", "export.latency_rounds=2", "tracking.wandb=false", "train.progress_bar=false",
+        *extra, timeout=900,
     )
 
 
-def test_local_tiny_teacher_runs_end_to_end(tmp_path, tiny_teacher_dir):
-    """The local-directory path a hub user takes (bert-base-uncased etc.), on a tiny local config."""
-    result = tiny_local_run(tmp_path, tiny_teacher_dir, "export.grid_seq_lens=[16,32]", "export.grid_batch_sizes=[1,4]")
+def test_local_tiny_teacher_runs_end_to_end_on_text_pairs(tmp_path, tiny_teacher_dir):
+    """The local-directory path a hub user takes (bert-base-uncased etc.), on a tiny local config and a
+    pair task whose student keeps segment embeddings: token_type_ids is an ONNX input, the bundles
+    verify (parity, and the pairs' predictions through serving_runtime.py), and the run re-exports."""
+    rows = ["sentence,second,label"] + [
+        f"{'good great' if i % 2 else 'bad awful'} w{i % 59},movie w{(i * 7) % 59} plot,{i % 2}" for i in range(120)]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    result = tiny_local_run(tmp_path, tiny_teacher_dir, "export.grid_seq_lens=[16,32]", "export.grid_batch_sizes=[1,4]",
+                            f"data.dataset={tmp_path / 'pairs.csv'}", "data.text_pair_column=second",
+                            "student.segment_embeddings=true")
     assert result.returncode == 0, result.stderr[-3000:]
     report_path = Path(result.stdout.strip().splitlines()[-1].removeprefix("Report: "))
     report = json.loads(report_path.read_text())
     assert report["checkpoints"][0]["heads_per_layer"] == [2, 2]
+    for entry in report["checkpoints"]:
+        bundle = Path(entry["bundle"])
+        spec = json.loads((bundle / "input_spec.json").read_text())
+        assert [i["name"] for i in spec["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
+        assert spec["task"]["text_pairs"] is True and entry["onnx_max_abs_diff"] <= 1e-4
+        parity = json.loads((bundle / "parity.json").read_text())
+        assert max(max(row) for row in parity["inputs"]["token_type_ids"]) == 1  # segment B is marked
+        assert all(isinstance(t, list) and len(t) == 2 for t in parity["predictions"]["texts"])
+        checks = {c["name"]: c for c in entry["verification"]["checks"]}
+        assert entry["verification"]["ok"] and checks["predictions"]["ok"] and "skipped" not in checks["predictions"]
 
     # Re-export through the console script's subcommand: one checkpoint, into a new directory.
     from distilprune.train.cli import main
