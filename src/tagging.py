@@ -18,8 +18,8 @@ Everything here works on words and tags; nothing imports torch.
   metric scores every gold word of the split, never only the words that fitted.
 - **Entities** from tags follow conlleval: ``B-X`` starts an entity, ``I-X`` continues an entity of
   type X, and an ``I-X`` that follows ``O`` or another type starts a new entity (:func:`tag_spans`).
-  The same rule is in ``export/serving/entities.py`` (a standalone copy for serving bundles; a test
-  checks the two agree).
+  The rule lives in ``export/serving/entities.py`` (stdlib only, copied into serving bundles), so
+  training, the metric and the servers read entities with one implementation.
 - **Scores**: entity-level precision / recall / F1, micro and per type, with per-sentence counts for a
   bootstrap over sentences (:func:`entity_scores`); checked against seqeval in the tests.
 """
@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from distilprune.errors import DataError
+from distilprune.export.serving.entities import OUTSIDE, split_tag, tag_spans  # the one BIO rule, shared with servers
 
 IGNORE_INDEX = -100  # label id of positions that count in neither loss nor metric (torch's CE default)
-OUTSIDE = "O"
 DOCSTART = "-DOCSTART-"
 SCHEME = "BIO"  # also called IOB2; written into bundles beside the label list
 
@@ -192,16 +192,6 @@ def sentences_from_hub_rows(rows: Iterable[Mapping], tag_names: Sequence[str],
 
 
 # ------------------------------------------------------------------------------------ scheme and labels
-
-
-def split_tag(tag: str) -> tuple[str, str]:
-    """``("B", "PER")`` for ``"B-PER"``, ``("O", "")`` for ``"O"``; ValueError for anything else."""
-    if tag == OUTSIDE:
-        return OUTSIDE, ""
-    prefix, dash, entity_type = tag.partition("-")
-    if dash and prefix in ("B", "I") and entity_type:
-        return prefix, entity_type
-    raise ValueError(f"{tag!r} is not a BIO tag (O, B-<type> or I-<type>)")
 
 
 def _scheme_problem(tag: str, previous: str) -> str | None:
@@ -362,26 +352,6 @@ def pre_tokenizer_pieces(tokenizer) -> Callable[[str], list[str]]:
 
 
 # -------------------------------------------------------------------------------------- entities, scores
-
-
-def tag_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-    """Entities of a BIO tag sequence as ``(type, start_word, end_word_exclusive)``, in order.
-
-    conlleval's rule: ``B-X`` starts an entity; ``I-X`` continues the entity before it when that is of
-    type X, and otherwise (after ``O``, or after another type) starts a new one.
-    """
-    spans = []
-    current: list | None = None  # [type, start]
-    for index, tag in enumerate(tags):
-        prefix, entity_type = split_tag(tag)
-        if current is not None and (prefix != "I" or current[0] != entity_type):
-            spans.append((current[0], current[1], index))
-            current = None
-        if prefix != OUTSIDE and current is None:
-            current = [entity_type, index]
-    if current is not None:
-        spans.append((current[0], current[1], len(tags)))
-    return spans
 
 
 @dataclass
