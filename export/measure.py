@@ -7,19 +7,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from distilprune.export.runtime import machine_info, random_inputs, time_ms  # noqa: F401  (machine_info: one source, re-exported)
+from distilprune.export.runtime import machine_info, random_inputs, session_feed, time_ms  # noqa: F401  (machine_info: one source, re-exported)
 from distilprune.tasks import model_inputs
 
 
 def feeds(session, batch: dict) -> dict[str, np.ndarray]:
-    """The ONNX Runtime feed for ``batch``: every input the session declares, from the batch
-    (token_type_ids is zeros when a model takes it and the batch has none)."""
-    names = [i.name for i in session.get_inputs()]
-    out = {}
-    for name in names:
-        value = batch.get(name)
-        out[name] = (value.numpy() if value is not None else np.zeros_like(batch["input_ids"].numpy()))
-    return out
+    """The ONNX Runtime feed for ``batch`` (:func:`distilprune.export.runtime.session_feed`)."""
+    types = batch.get("token_type_ids")
+    return session_feed(session, batch["input_ids"].numpy(), batch["attention_mask"].numpy(),
+                        None if types is None else types.numpy())
 
 
 @torch.inference_mode()
@@ -71,5 +67,5 @@ def latency_pytorch(model: nn.Module, inputs, threads: int, warmup: int, runs: i
 
 def latency_onnx(session, inputs, warmup: int, runs: int) -> dict[str, float]:
     input_ids, attention_mask = inputs
-    feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+    feed = session_feed(session, input_ids.numpy(), attention_mask.numpy())
     return time_ms(lambda: session.run(None, feed), warmup, runs)

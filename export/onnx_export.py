@@ -23,15 +23,14 @@ import torch
 from torch import nn
 
 from distilprune.errors import ExportError
-from distilprune.export.runtime import make_session, replacing
+from distilprune.export.runtime import make_session, replacing, session_feed
 
 INPUT_NAMES = ["input_ids", "attention_mask"]  # + "token_type_ids" for a student with segment embeddings
 OUTPUT_NAMES = ["logits"]
-DYNAMIC_AXES = {
+DYNAMIC_AXES = {  # inputs; the logits' axes depend on the head (LOGITS_AXES)
     "input_ids": {0: "batch", 1: "sequence"},
     "attention_mask": {0: "batch", 1: "sequence"},
     "token_type_ids": {0: "batch", 1: "sequence"},
-    "logits": {0: "batch"},
 }
 # logits axes per student head: (batch, labels) or (batch, sequence, labels)
 LOGITS_AXES = {"sequence": {0: "batch"}, "token": {0: "batch", 1: "sequence"}}
@@ -235,9 +234,8 @@ def ort_session(path: Path, threads: int):
 
 def ort_logits(session, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                token_type_ids: torch.Tensor | None = None) -> np.ndarray:
-    feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-    if any(i.name == "token_type_ids" for i in session.get_inputs()):
-        feed["token_type_ids"] = (token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)).numpy()
+    feed = session_feed(session, input_ids.numpy(), attention_mask.numpy(),
+                        None if token_type_ids is None else token_type_ids.numpy())
     return session.run(OUTPUT_NAMES, feed)[0]
 
 
