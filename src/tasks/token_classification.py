@@ -59,10 +59,16 @@ class TokenizedWords(Dataset):
     def __init__(self, sentences: list, label_ids: dict[str, int], tokenizer, max_seq_len: int) -> None:
         encoded = tokenizer([s.words for s in sentences], is_split_into_words=True, truncation=True,
                             max_length=max_seq_len)
+        self.sentences = sentences  # re-split: the words (and gold tags) the scored rows belong to
         self.input_ids: list[list[int]] = encoded["input_ids"]
         self.word_ids: list[list[int | None]] = [encoded.word_ids(i) for i in range(len(sentences))]
         self.labels = [tagging.align_labels(self.word_ids[i], [label_ids[tag] for tag in s.tags])
                        for i, s in enumerate(sentences)]
+
+    def scored_words(self, index: int) -> list[int]:
+        """Word index of each scored row of example ``index``, in row order: the words whose first
+        sub-token survived truncation (a word the tokenizer turns into no sub-token has no row)."""
+        return [word for word, label in zip(self.word_ids[index], self.labels[index]) if label != IGNORE]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -84,7 +90,8 @@ class TokenClassification(Task):
     def __init__(self, data_cfg) -> None:
         super().__init__(data_cfg)
         self._pieces_of = None  # the tokenizer's word splitting, known from the first tokenize()
-        self._tokenizer, self._max_seq_len = None, None
+        # id(split) -> (split, its tokenized words): score() reads the words behind each scored row
+        self._tokenized: dict[int, tuple[TaggedSplit, TokenizedWords]] = {}
 
     # -- data ---------------------------------------------------------------------------------------
     def load(self) -> TaskData:
@@ -191,16 +198,13 @@ class TokenClassification(Task):
             splits[name] = tagging.sentences_from_hub_rows(table, tag_names, source=f"{spec} [{name}]")
         return splits
 
-    def _resplit(self, split: TaggedSplit) -> list:
-        if self._pieces_of is None:
-            raise RuntimeError("TokenClassification.tokenize() must run before its splits are scored")
-        return [tagging.resplit_words(s, self._pieces_of) for s in split.sentences]
-
     def tokenize(self, split: TaggedSplit, tokenizer, max_seq_len: int) -> TokenizedWords:
         self._pieces_of = tagging.pre_tokenizer_pieces(tokenizer)
-        self._tokenizer, self._max_seq_len = tokenizer, max_seq_len
         label_ids = {label: i for i, label in enumerate(self.label_names)}
-        return TokenizedWords(self._resplit(split), label_ids, tokenizer, max_seq_len)
+        resplit = [tagging.resplit_words(s, self._pieces_of) for s in split.sentences]
+        tokenized = TokenizedWords(resplit, label_ids, tokenizer, max_seq_len)
+        self._tokenized[id(split)] = (split, tokenized)  # the split is held, so its id is not reused
+        return tokenized
 
     def collate(self, examples: list[dict], pad_token_id: int = 0, pad_to: int | None = None) -> dict:
         batch = pad_inputs(examples, pad_token_id, pad_to)
@@ -227,12 +231,18 @@ class TokenClassification(Task):
 
     # -- metric -------------------------------------------------------------------------------------
     def score(self, rows: list[np.ndarray], split: TaggedSplit) -> Scored:
-        sentences = self._resplit(split)
+        held = self._tokenized.get(id(split))
+        if held is None or held[0] is not split:
+            raise RuntimeError("TokenClassification.tokenize() must run on a split before it is scored")
+        tokenized = held[1]
         gold, predicted = [], []
-        for sentence, sentence_rows in zip(sentences, rows, strict=True):
-            tags = [self.label_names[int(i)] for i in np.asarray(sentence_rows).argmax(-1)] if len(sentence_rows) else []
-            # rows are the words that fit, in word order; words cut by truncation are predicted O
-            predicted.append(tags + [tagging.OUTSIDE] * (len(sentence.words) - len(tags)))
+        for index, (sentence, sentence_rows) in enumerate(zip(tokenized.sentences, rows, strict=True)):
+            # words without a row (cut by truncation, or no sub-token at all) are predicted O
+            tags = [tagging.OUTSIDE] * len(sentence.words)
+            for word, row in zip(tokenized.scored_words(index), np.asarray(sentence_rows).reshape(-1, len(self.label_names)),
+                                 strict=True):
+                tags[word] = self.label_names[int(row.argmax())]
+            predicted.append(tags)
             gold.append(sentence.tags)
         scores = tagging.entity_scores(gold, predicted)
         details = {
