@@ -34,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     from onnxruntime.quantization import quantize_dynamic
 
     from distilprune.config import load_recipe
-    from distilprune.data import load_data
-    from distilprune.export.measure import accuracy_onnx, latency_inputs, latency_onnx, machine_info
+    from distilprune.export.measure import latency_inputs, latency_onnx, machine_info, rows_onnx
     from distilprune.export.onnx_export import _quiet, export_onnx, file_mb, ort_session
     from distilprune.export.run_export import _test_loader
     from distilprune.students import DistilBertStudent
+    from distilprune.tasks import task_for
     from distilprune.teacher import load_tokenizer
 
     run_dir = args.run_dir
@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     recipe = load_recipe([f"recipe={run_dir / 'recipe.yaml'}"])
     tokenizer = load_tokenizer(str(run_dir / "tokenizer"), str(run_dir / "tokenizer"))
-    data = load_data(recipe.data)
-    loader = _test_loader(data, tokenizer, recipe.data.max_seq_len, recipe.data.eval_batch_size)
+    task = task_for(recipe)
+    data = task.load()
+    loader = _test_loader(task, task.tokenize(data.test, tokenizer, recipe.data.max_seq_len), tokenizer,
+                          recipe.data.eval_batch_size)
     student = DistilBertStudent.load(checkpoint)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             quantize_dynamic(str(raw), str(plain_int8))  # the library defaults, nothing tuned
         sessions = {"plain": ort_session(plain_int8, args.threads), "bundle": ort_session(bundle_int8, args.threads)}
         sizes = {"plain": file_mb(plain_int8), "bundle": file_mb(bundle_int8)}
-        accuracy = {name: accuracy_onnx(session, loader)[0] for name, session in sessions.items()}
+        accuracy = {name: task.score(rows_onnx(session, loader, task), data.test).value for name, session in sessions.items()}
         inputs = latency_inputs(1, 128, tokenizer.vocab_size)
         p50s: dict[str, list[float]] = {name: [] for name in sessions}
         for _ in range(args.rounds):

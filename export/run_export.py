@@ -50,9 +50,9 @@ def kept_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: json.loads((p / CHECKPOINT_INFO).read_text()).get("order", 0))
 
 
-def _test_loader(task: Task, data: TaskData, tokenizer, max_seq_len: int, batch_size: int) -> DataLoader:
-    split = task.tokenize(data.test, tokenizer, max_seq_len)
-    return DataLoader(split, batch_size=batch_size, collate_fn=partial(task.collate, pad_token_id=tokenizer.pad_token_id or 0))
+def _test_loader(task: Task, test_split, tokenizer, batch_size: int) -> DataLoader:
+    """Batches of the tokenized test split (``task.tokenize``), in split order."""
+    return DataLoader(test_split, batch_size=batch_size, collate_fn=partial(task.collate, pad_token_id=tokenizer.pad_token_id or 0))
 
 
 def _calibration_feeds(task: Task, data: TaskData, tokenizer, max_seq_len: int, count: int,
@@ -146,10 +146,11 @@ def _chosen_checkpoints(run_dir: Path, only: list[str] | None) -> list[Path]:
 
 def _context(run_dir, out_dir, recipe, tokenizer, data, task, console, rounds) -> _Context:
     cfg, max_len = recipe.export, recipe.data.max_seq_len
+    test_split = task.tokenize(data.test, tokenizer, max_len)  # tokenized once, batched two ways
     return _Context(
         run_dir=run_dir, out_dir=out_dir, recipe=recipe, tokenizer=tokenizer, data=data, task=task, console=console,
-        loader=_test_loader(task, data, tokenizer, max_len, recipe.data.eval_batch_size),
-        int8_loader=_test_loader(task, data, tokenizer, max_len, cfg.int8_eval_batch_size),
+        loader=_test_loader(task, test_split, tokenizer, recipe.data.eval_batch_size),
+        int8_loader=_test_loader(task, test_split, tokenizer, cfg.int8_eval_batch_size),
         calibration=_calibration_feeds(task, data, tokenizer, max_len, cfg.calibration_examples),
         budget=_budget(cfg), rounds=rounds or cfg.latency_rounds,
     )
