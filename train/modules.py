@@ -211,8 +211,8 @@ class DistillationModule(_ScheduledModule):
         has_gold = bool(gold.any())
         ce = (F.cross_entropy(student_logits.float()[gold], labels[gold]) if has_gold
               else student_logits.new_zeros((), dtype=torch.float32))
-        kd = kd * self._share_of_global_batch(labels.numel())
-        ce = ce * self._share_of_global_batch(int(gold.sum()))
+        kd_share, ce_share = self._shares_of_global_batch(labels.numel(), int(gold.sum()))
+        kd, ce = kd * kd_share, ce * ce_share
         loss = self.cfg.kd_weight * kd + self.cfg.ce_weight * ce
         if self.needs_hidden:
             hidden = torch.stack([
@@ -255,19 +255,20 @@ class DistillationModule(_ScheduledModule):
         self.log("val/loss", F.cross_entropy(logits.float(), labels, ignore_index=IGNORE))
         self.log("val/acc", self.val_accuracy, prog_bar=True)
 
-    def _share_of_global_batch(self, rows: int) -> float:
-        """world_size x this process's scored rows / the global batch's scored rows.
+    def _shares_of_global_batch(self, *rows: int) -> tuple[float, ...]:
+        """For each count: world_size x this process's rows / the global batch's rows (one all-reduce).
 
-        KL and CE are means over this process's rows, and DDP averages gradients over processes; scaled
-        by this factor, the average is the mean over every row of the global batch, as one process
-        computes it. Processes hold equal numbers of sentences but not of words (token classification)
-        or of gold labels (augmented copies), so the factor is not always 1. 1 in a single process."""
+        KL and CE are means over this process's rows (scored rows; rows with a gold label), and DDP
+        averages gradients over processes; scaled by these factors, the average is the mean over every
+        row of the global batch, as one process computes it. Processes hold equal numbers of sentences
+        but not of words (token classification) or of gold labels (augmented copies), so a factor is
+        not always 1. All 1 in a single process."""
         trainer = self._trainer
         world = trainer.world_size if trainer is not None else 1
         if world == 1:
-            return 1.0
-        total = self.trainer.strategy.reduce(torch.tensor(float(rows), device=self.device), reduce_op="sum")
-        return world * rows / float(total) if float(total) > 0 else 1.0
+            return (1.0,) * len(rows)
+        totals = self.trainer.strategy.reduce(torch.tensor([float(r) for r in rows], device=self.device), reduce_op="sum")
+        return tuple(world * r / float(t) if float(t) > 0 else 1.0 for r, t in zip(rows, totals.tolist()))
 
     def configure_optimizers(self):
         groups = decay_groups(self.student, self.weight_decay)
