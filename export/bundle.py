@@ -26,7 +26,7 @@ import numpy as np
 
 from distilprune.errors import ConfigError, ExportError
 from distilprune.export import runtime, verify
-from distilprune.export.onnx_export import OUTPUT_NAMES, dynamic_axes, input_names
+from distilprune.export.onnx_export import dynamic_axes, input_names, output_names
 from distilprune.export.runtime import write_atomic
 
 # Parity tolerances (absolute, on logits) for the serving team's machine, which may not be ours.
@@ -165,7 +165,8 @@ def write_input_spec(
         "version": 1,
         "task": task or {"task": "sequence_classification", "text_pairs": False},
         "inputs": [{"name": name, "dtype": "int64", "shape": shape(name, [])} for name in names],
-        "outputs": [{"name": name, "dtype": "float32", "shape": shape(name, [len(labels)])} for name in OUTPUT_NAMES],
+        "outputs": [{"name": name, "dtype": "float32", "shape": shape(name, [] if model_config.head == "span" else [len(labels)])}
+                    for name in output_names(model_config)],
         # JSON keys are strings: axis index -> symbolic name, exactly as torch.onnx.export was given them
         "dynamic_axes": {name: {str(axis): label for axis, label in axes.items()} for name, axes in all_axes.items()},
         "max_seq_len": int(max_seq_len),
@@ -223,22 +224,33 @@ def write_parity_vectors(
     fp32_atol: float,
     int8_atol: float,
     threads: int,
+    doc_stride: int | None = None,
 ) -> Path:
     """Write ``parity.json``: ``texts`` tokenized (padded to the longest) with both models' logits.
-    An item of ``texts`` may be a [first, second] pair (a pair task's input).
+    An item of ``texts`` may be a [first, second] pair (a pair task's input), or a ``{"question",
+    "context"}`` mapping (question answering: one row per window, windows overlapping by ``doc_stride``).
 
     The logits are this machine's output of ``model.onnx`` and ``model.int8.onnx``; the verifier
     reruns both and compares within ``fp32_atol`` / ``int8_atol`` (see PARITY_*_ATOL for defaults).
     """
     bundle = Path(bundle)
     pairs = bool(texts) and all(isinstance(t, (list, tuple)) for t in texts)
-    texts = [[str(a), str(b)] for a, b in texts] if pairs else [str(t) for t in texts]
+    questions = bool(texts) and all(isinstance(t, dict) for t in texts)
+    if questions:
+        texts = [{"question": str(t["question"]), "context": str(t["context"])} for t in texts]
+    else:
+        texts = [[str(a), str(b)] for a, b in texts] if pairs else [str(t) for t in texts]
     if not texts:
         raise ConfigError("write_parity_vectors needs at least one text to tokenize.")
     if not (fp32_atol > 0 and int8_atol > 0):
         raise ConfigError(f"Parity tolerances must be positive, got fp32 {fp32_atol:g} and int8 {int8_atol:g}.")
-    arguments = ([t[0] for t in texts], [t[1] for t in texts]) if pairs else (texts,)
-    encoded = tokenizer(*arguments, padding="longest", truncation=True, max_length=max_seq_len, return_tensors="np")
+    if questions:  # every window of every question, as the training features were made
+        encoded = tokenizer([t["question"].lstrip() for t in texts], [t["context"] for t in texts], padding="longest",
+                            truncation="only_second", max_length=max_seq_len, stride=int(doc_stride or 0),
+                            return_overflowing_tokens=True, return_tensors="np")
+    else:
+        arguments = ([t[0] for t in texts], [t[1] for t in texts]) if pairs else (texts,)
+        encoded = tokenizer(*arguments, padding="longest", truncation=True, max_length=max_seq_len, return_tensors="np")
     input_ids = np.asarray(encoded["input_ids"], dtype=np.int64)  # (texts, longest) int64
     attention_mask = np.asarray(encoded["attention_mask"], dtype=np.int64)
     token_type_ids = np.asarray(encoded["token_type_ids"], dtype=np.int64) if "token_type_ids" in encoded else None
@@ -249,7 +261,7 @@ def write_parity_vectors(
             raise ExportError(f"{path} is missing; export the model into the bundle before writing parity vectors.")
         session = runtime.make_session(path, threads)
         feed = runtime.session_feed(session, input_ids, attention_mask, token_type_ids)
-        logits = session.run(OUTPUT_NAMES, feed)[0]  # (texts, labels) or (texts, tokens, labels) float32
+        logits = runtime.run_logits(session, feed)  # (texts, labels), (texts, tokens, labels) or (windows, tokens, 2)
         # float32 -> Python float is exact and json writes the shortest repr that round-trips
         models[fmt] = {"file": path.name, "logits": logits.tolist(), "argmax": logits.argmax(-1).tolist(), "atol": float(atol)}
     machine = runtime.machine_info(threads)
@@ -343,7 +355,11 @@ def write_triton_repository(
     inputs = ",\n".join(
         f'  {{\n    name: "{n}"\n    data_type: TYPE_INT64\n    dims: [ -1 ]\n  }}' for n in input_names(shape)
     )
-    logits_dims = f"-1, {len(labels)}" if shape.head == "token" else f"{len(labels)}"
+    logits_dims = {"token": f"-1, {len(labels)}", "span": "-1"}.get(shape.head, f"{len(labels)}")
+    outputs = ",\n".join(
+        f'  {{\n    name: "{n}"\n    data_type: TYPE_FP32\n    dims: [ {logits_dims} ]\n'
+        + ('    label_filename: "labels.txt"\n' if shape.head == "sequence" else "") + "  }"
+        for n in output_names(shape))
     thread_params = "" if threads is None else (
         "# ONNX Runtime threads per instance: intra-op parallelism inside each op, ops run one by one\n"
         f'parameters {{ key: "intra_op_thread_count" value: {{ string_value: "{threads}" }} }}\n'
@@ -356,11 +372,11 @@ def write_triton_repository(
         'backend: "onnxruntime"\n'
         'platform: "onnxruntime_onnx"\n'
         "# Triton prepends the batch dimension: inputs are (batch, sequence) int64, output (batch, labels)\n"
-        "# or, for a token classifier, (batch, sequence, labels)\n"
+        "# or, for a token classifier, (batch, sequence, labels); a question-answering model has two\n"
+        "# outputs, start_logits and end_logits, (batch, sequence) each\n"
         f"max_batch_size: {int(max_batch_size)}\n"
         f"input [\n{inputs}\n]\n"
-        f'output [\n  {{\n    name: "{OUTPUT_NAMES[0]}"\n    data_type: TYPE_FP32\n    dims: [ {logits_dims} ]\n'
-        + ('    label_filename: "labels.txt"\n' if shape.head == "sequence" else "") + '  }\n]\n'
+        f"output [\n{outputs}\n]\n"
         "dynamic_batching {\n"
         f"  preferred_batch_size: [ {', '.join(str(b) for b in preferred)} ]\n"
         f"  max_queue_delay_microseconds: {int(max_queue_delay_us)}\n"
@@ -538,6 +554,21 @@ def _verify_and_limits_lines(card: dict) -> list[str]:
     ]
 
 
+def _squad_lines(card: dict) -> list[str]:
+    """Question answering: exact match and F1 with HasAns / NoAns for teacher, student fp32 and INT8."""
+    from distilprune.export.report import squad_table
+
+    ckpt = card.get("checkpoint") or {}
+    table = squad_table([("teacher, PyTorch fp32", _get(card, "teacher", "metrics") or {}),
+                         ("student, PyTorch fp32", _get(ckpt, "metrics", "pytorch_fp32") or {}),
+                         ("student, ONNX fp32", _get(ckpt, "metrics", "onnx_fp32") or {}),
+                         ("student, ONNX INT8", _get(ckpt, "metrics", "onnx_int8") or {})])
+    if not table:
+        return []
+    return ["", "Exact match and F1 on the test questions (the \"no answer\" threshold of each model chosen on "
+            "validation):", "", *table]
+
+
 def write_model_card(bundle: Path, card: dict) -> Path:
     """Write ``README.md`` from the numbers in ``card`` only; a missing value prints as "not measured".
 
@@ -552,7 +583,9 @@ def write_model_card(bundle: Path, card: dict) -> Path:
     params = f"{ckpt['params']:,}" if isinstance(ckpt.get("params"), int) else None
     metric = _get(card, "task", "metric_label") or "accuracy"
     kind = {"token_classification": "Token classifier (a BIO tag per word; served as entities with character "
-                                     "offsets)"}.get(_get(card, "task", "name"), "Text classifier")
+                                     "offsets)",
+            "question_answering": "Extractive question reader (question + context in; answer text, character span "
+                                  "and score, or no answer, out)"}.get(_get(card, "task", "name"), "Text classifier")
     lines = [
         f"# {card.get('name', bundle.name)}",
         "",
@@ -570,6 +603,7 @@ def write_model_card(bundle: Path, card: dict) -> Path:
         f"| student | ONNX INT8 (`model.int8.onnx`, {_text(int8_method)}) | {_acc_of(ckpt, 'onnx_int8')} | "
         f"{_ms(_get(ckpt, 'size_mb', 'onnx_int8'))} |",
         *_difference_lines(ckpt),
+        *_squad_lines(card),
         "",
         "Teacher latency (PyTorch fp32): " + ", ".join(
             f"{q} {_ms(v)}" + (" ms" if v is not None else "")

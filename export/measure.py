@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from distilprune.export.runtime import machine_info, random_inputs, session_feed, time_ms  # noqa: F401  (machine_info: one source, re-exported)
+from distilprune.export.runtime import machine_info, random_inputs, run_logits, session_feed, time_ms  # noqa: F401  (machine_info: one source, re-exported)
 from distilprune.tasks import model_inputs
 
 
@@ -26,7 +26,7 @@ def rows_pytorch(model: nn.Module, loader: DataLoader, task, hf: bool = False) -
     rows: list[np.ndarray] = []
     for batch in loader:
         if hf:
-            logits = model(**model_inputs(batch)).logits
+            logits = task.model_logits(model(**model_inputs(batch)))
         else:
             logits = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids"))
         rows.extend(r.float().numpy() for r in task.example_rows(logits, batch))
@@ -34,10 +34,10 @@ def rows_pytorch(model: nn.Module, loader: DataLoader, task, hf: bool = False) -
 
 
 def rows_onnx(session, loader: DataLoader, task) -> list[np.ndarray]:
-    """:func:`rows_pytorch` for an ONNX Runtime session (its first output is the logits)."""
+    """:func:`rows_pytorch` for an ONNX Runtime session (:func:`distilprune.export.runtime.run_logits`)."""
     rows: list[np.ndarray] = []
     for batch in loader:
-        logits = torch.from_numpy(session.run(None, feeds(session, batch))[0])
+        logits = torch.from_numpy(run_logits(session, feeds(session, batch)))
         rows.extend(r.numpy() for r in task.example_rows(logits, batch))
     return rows
 

@@ -23,17 +23,24 @@ import torch
 from torch import nn
 
 from distilprune.errors import ExportError
-from distilprune.export.runtime import make_session, replacing, session_feed
+from distilprune.export.runtime import make_session, replacing, run_logits, session_feed
 
 INPUT_NAMES = ["input_ids", "attention_mask"]  # + "token_type_ids" for a student with segment embeddings
-OUTPUT_NAMES = ["logits"]
+OUTPUT_NAMES = ["logits"]  # sequence and token heads; the span head has start_logits and end_logits
+SPAN_OUTPUT_NAMES = ["start_logits", "end_logits"]
 DYNAMIC_AXES = {  # inputs; the logits' axes depend on the head (LOGITS_AXES)
     "input_ids": {0: "batch", 1: "sequence"},
     "attention_mask": {0: "batch", 1: "sequence"},
     "token_type_ids": {0: "batch", 1: "sequence"},
 }
 # logits axes per student head: (batch, labels) or (batch, sequence, labels)
-LOGITS_AXES = {"sequence": {0: "batch"}, "token": {0: "batch", 1: "sequence"}}
+LOGITS_AXES = {"sequence": {0: "batch"}, "token": {0: "batch", 1: "sequence"}, "span": {0: "batch", 1: "sequence"}}
+
+
+def output_names(config) -> list[str]:
+    """The ONNX outputs of a student with ``config``: logits, or start_logits and end_logits
+    (each (batch, sequence)) for the span head of question answering."""
+    return SPAN_OUTPUT_NAMES if getattr(config, "head", "sequence") == "span" else OUTPUT_NAMES
 
 
 def input_names(config) -> list[str]:
@@ -44,19 +51,26 @@ def input_names(config) -> list[str]:
 def dynamic_axes(config) -> dict[str, dict[int, str]]:
     """Dynamic axes of every input and of the logits of a student with ``config``."""
     axes = {name: DYNAMIC_AXES[name] for name in input_names(config)}
-    axes["logits"] = LOGITS_AXES[getattr(config, "head", "sequence")]
+    for name in output_names(config):
+        axes[name] = LOGITS_AXES[getattr(config, "head", "sequence")]
     return axes
 
 
-class _PositionalInputs(nn.Module):
-    """``model(input_ids, attention_mask, token_type_ids)`` positionally, for the exporter."""
+class _ExportedForward(nn.Module):
+    """``model(input_ids, attention_mask[, token_type_ids])`` positionally, for the exporter; the span
+    head's (batch, seq, 2) logits leave as two outputs, start and end (batch, seq)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.split_span = getattr(model.config, "head", "sequence") == "span"
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        return self.model(input_ids, attention_mask, token_type_ids=token_type_ids)
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        logits = self.model(input_ids, attention_mask, token_type_ids=token_type_ids)
+        if self.split_span:
+            start, end = logits.unbind(dim=-1)
+            return start, end
+        return logits
 FUSED_OPS = ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu", "FastGelu", "Gelu")
 
 
@@ -98,12 +112,15 @@ def export_onnx(model: nn.Module, path: Path, opset: int = 17) -> Path:
     if "token_type_ids" in names:
         dummy_types = torch.zeros_like(dummy_ids)
         dummy_types[:, 8:] = 1
-        exported, args = _PositionalInputs(model), (dummy_ids, dummy_mask, dummy_types)
+        args = (dummy_ids, dummy_mask, dummy_types)
+    if "token_type_ids" in names or getattr(model.config, "head", "sequence") == "span":
+        exported = _ExportedForward(model)  # positional segments, two outputs; node names gain a "/model" prefix
     try:
         with replacing(path) as tmp, _quiet(), torch.no_grad():
             torch.onnx.export(
                 exported, args, str(tmp), input_names=names,
-                output_names=OUTPUT_NAMES, dynamic_axes=dynamic_axes(model.config), opset_version=opset, dynamo=False,
+                output_names=output_names(model.config), dynamic_axes=dynamic_axes(model.config), opset_version=opset,
+                dynamo=False,
             )
     except OSError as error:
         raise ExportError(
@@ -236,7 +253,7 @@ def ort_logits(session, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                token_type_ids: torch.Tensor | None = None) -> np.ndarray:
     feed = session_feed(session, input_ids.numpy(), attention_mask.numpy(),
                         None if token_type_ids is None else token_type_ids.numpy())
-    return session.run(OUTPUT_NAMES, feed)[0]
+    return run_logits(session, feed)
 
 
 def file_mb(path: Path) -> float:

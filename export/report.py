@@ -135,7 +135,8 @@ def to_markdown(report: dict) -> str:
             f"- `{ckpt['name']}`: ONNX fp32 vs PyTorch max |logit diff| = {ckpt['onnx_max_abs_diff']:.2e}; "
             f"fused ops {ckpt.get('fused_ops', {})}; bundle `{ckpt['bundle']}`"
         )
-    lines += (_difference_lines(report) + _metric_details(report) + _grid_section(report) + _int8_section(report)
+    lines += (_difference_lines(report) + _metric_details(report) + _squad_details(report) + _grid_section(report)
+              + _int8_section(report)
               + _verification_section(report))
     selected = report.get("selected")
     budget = report.get("export", {}).get("latency_budget")
@@ -156,6 +157,60 @@ def _duplicates_line(report: dict) -> list[str]:
     shared = sum(found.get("shared_keys", {}).values())
     return [f"Cross-split duplicates (data.dedupe={found.get('mode')}): {shared} found ({removed}); "
             f"{found.get('cross_split_after', 0)} left in more than one split.  "]
+
+
+def squad_table(models: list[tuple[str, dict]]) -> list[str]:
+    """Markdown rows of exact match and F1 (overall, HasAns, NoAns) and the "no answer" threshold of
+    question-answering models: ``models`` = [(name, Scored.details)]; [] when none has them."""
+    models = [(name, d) for name, d in models if isinstance(d, dict) and "exact_match" in d]
+    if not models:
+        return []
+
+    def pct(value) -> str:
+        return "-" if value is None else f"{100 * value:.2f}"
+
+    lines = ["| model | EM % | F1 % | HasAns EM / F1 % | NoAns EM / F1 % | questions | null threshold |",
+             "|---|---|---|---|---|---|---|"]
+    for name, d in models:
+        has, no = d.get("breakdown", {}).get("HasAns", {}), d.get("breakdown", {}).get("NoAns", {})
+        threshold = d.get("null_threshold")
+        lines.append(
+            f"| {name} | {pct(d['exact_match'])} | {pct(d['f1'])} | "
+            f"{pct(has.get('exact_match'))} / {pct(has.get('f1'))} ({has.get('total', 0)}) | "
+            f"{pct(no.get('exact_match'))} / {pct(no.get('f1'))} ({no.get('total', 0)}) | {d.get('questions', '-')} | "
+            f"{'none (v1.1: always answer)' if threshold is None else f'{threshold:.3f}'} |")
+    return lines
+
+
+def _squad_details(report: dict) -> list[str]:
+    """Question answering: EM / F1 with the HasAns / NoAns breakdown for every model of the run."""
+    models = [("teacher (PyTorch fp32)", report["teacher"].get("metrics") or {})]
+    for ckpt in report["checkpoints"]:
+        for fmt, title in (("pytorch_fp32", "PyTorch fp32"), ("onnx_fp32", "ONNX fp32"), ("onnx_int8", "ONNX INT8")):
+            models.append((f"{ckpt['name']} ({title})", ckpt.get("metrics", {}).get(fmt) or {}))
+    table = squad_table(models)
+    if not table:
+        return []
+    notes = [postprocess_line(ckpt) for ckpt in report["checkpoints"] if ckpt.get("postprocess_ms")]
+    return ["", "## Exact match and F1 (test split)", "",
+            "The \"no answer\" threshold of each model is chosen on the validation split and applied to test "
+            "(SQuAD v2.0 data); official answer normalization.", "", *table, "", *[f"- {n}" for n in notes]]
+
+
+def postprocess_line(ckpt: dict) -> str:
+    """Question answering: the post-processing time per question beside the INT8 model's time per
+    question (batch 1 p50 at the longest sequence of the grid, times the mean windows per question)."""
+    timing = ckpt["postprocess_ms"]
+    line = (f"`{ckpt['name']}`: post-processing (n-best {timing['n_best']} start/end pairs over all windows) "
+            f"{timing['p50']:.3f} ms per question (p50; p95 {timing['p95']:.3f} ms) over {timing['questions']} test "
+            f"questions, {timing['windows_per_question']:.2f} windows per question")
+    cells = [c for c in ckpt.get("latency_grid", {}).get("onnx_int8", []) if c.get("batch_size") == 1]
+    if cells:
+        cell = max(cells, key=lambda c: c["seq_len"])
+        model_ms = cell["p50"] * timing["windows_per_question"]
+        line += (f"; the INT8 model takes {model_ms:.2f} ms per question at sequence {cell['seq_len']} "
+                 f"({cell['p50']:.2f} ms per window), so post-processing is {100 * timing['p50'] / model_ms:.1f}% of it")
+    return line + "."
 
 
 def _per_label_rows(details: dict) -> tuple[str, list[dict]] | None:

@@ -99,6 +99,8 @@ class _Context:
     console: Console
     loader: DataLoader
     int8_loader: DataLoader  # INT8 accuracy one request at a time (by default): dynamic INT8's scales span the batch
+    val_loader: DataLoader | None  # validation batches, for a task that calibrates (QA's null threshold)
+    int8_val_loader: DataLoader | None
     calibration: list[dict]
     budget: dict | None
     rounds: int
@@ -147,20 +149,36 @@ def _chosen_checkpoints(run_dir: Path, only: list[str] | None) -> list[Path]:
 def _context(run_dir, out_dir, recipe, tokenizer, data, task, console, rounds) -> _Context:
     cfg, max_len = recipe.export, recipe.data.max_seq_len
     test_split = task.tokenize(data.test, tokenizer, max_len)  # tokenized once, batched two ways
+    val_split = task.tokenize(data.validation, tokenizer, max_len) if task.calibrates else None
     return _Context(
         run_dir=run_dir, out_dir=out_dir, recipe=recipe, tokenizer=tokenizer, data=data, task=task, console=console,
         loader=_test_loader(task, test_split, tokenizer, recipe.data.eval_batch_size),
         int8_loader=_test_loader(task, test_split, tokenizer, cfg.int8_eval_batch_size),
+        val_loader=_test_loader(task, val_split, tokenizer, recipe.data.eval_batch_size) if val_split is not None else None,
+        int8_val_loader=_test_loader(task, val_split, tokenizer, cfg.int8_eval_batch_size) if val_split is not None else None,
         calibration=_calibration_feeds(task, data, tokenizer, max_len, cfg.calibration_examples),
         budget=_budget(cfg), rounds=rounds or cfg.latency_rounds,
     )
+
+
+def _score(ctx: _Context, rows_of, int8: bool = False):
+    """One model's test metric and its test rows; ``rows_of(loader)`` gives the model's rows on a loader.
+
+    A task that calibrates (question answering: the "no answer" threshold) first calibrates on the
+    model's own validation rows, and the test score applies what it chose."""
+    task = ctx.task
+    calibration = None
+    if task.calibrates:
+        calibration = task.calibrate(rows_of(ctx.int8_val_loader if int8 else ctx.val_loader), ctx.data.validation)
+    rows = rows_of(ctx.int8_loader if int8 else ctx.loader)
+    return task.score(rows, ctx.data.test, calibration), rows
 
 
 def _start_report(ctx: _Context, teacher, extra: dict | None) -> tuple[dict, np.ndarray]:
     """The report without checkpoints, and the teacher's per-example metric units on the test split."""
     cfg, task = ctx.cfg, ctx.task
     ctx.console.print(f"[bold]Export[/bold]: measuring the teacher on {len(ctx.data.test)} test examples ...")
-    teacher_scored = task.score(measure.rows_pytorch(teacher, ctx.loader, task, hf=True), ctx.data.test)
+    teacher_scored, _ = _score(ctx, lambda loader: measure.rows_pytorch(teacher, loader, task, hf=True))
     report = {
         "recipe": {"name": ctx.recipe.name, "path": str(ctx.run_dir / "recipe.yaml")},
         "run_dir": str(ctx.run_dir),
@@ -215,8 +233,7 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
     console.print(f"[bold]Export[/bold] {name}: PyTorch {task.metric_label} ...")
     student = _load_student(ckpt_dir, cfg)
     test = ctx.data.test
-    pt_rows = measure.rows_pytorch(student, ctx.loader, task)
-    pt = task.score(pt_rows, test)
+    pt, pt_rows = _score(ctx, lambda loader: measure.rows_pytorch(student, loader, task))
     final = ctx.out_dir / "bundles" / name
     if final.exists():
         raise ExportError(f"{final} already exists; exports always go to a new directory. Re-export with "
@@ -228,8 +245,8 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
     console.print(f"[bold]Export[/bold] {name}: ONNX export, graph optimization (fusion check) ...")
     exported = export_student(student, staging, cfg.opset, require_attention_fusion=cfg.require_attention_fusion,
                               quantize=False)  # the INT8 gate below writes model.int8.onnx
-    fp32_rows = measure.rows_onnx(ort_session(exported.fp32_path, cfg.threads), ctx.loader, task)
-    fp32 = task.score(fp32_rows, test)
+    fp32_session = ort_session(exported.fp32_path, cfg.threads)
+    fp32, fp32_rows = _score(ctx, lambda loader: measure.rows_onnx(fp32_session, loader, task))
     max_diff = measure.max_abs_diff(fp32_rows, pt_rows)
     if max_diff > cfg.parity_atol:
         raise ExportError(
@@ -239,9 +256,12 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
         )
     console.print(f"[bold]Export[/bold] {name}: INT8 quantization with the {task.metric_label} gate ...")
     int8_scored: dict[str, object] = {}  # attempt file stem (= method) -> Scored
+    int8_rows: dict[str, list] = {}
 
     def evaluate(path: Path) -> float:
-        int8_scored[path.stem] = task.score(measure.rows_onnx(ort_session(path, cfg.threads), ctx.int8_loader, task), test)
+        session = ort_session(path, cfg.threads)
+        int8_scored[path.stem], int8_rows[path.stem] = _score(
+            ctx, lambda loader: measure.rows_onnx(session, loader, task), int8=True)
         return int8_scored[path.stem].value
 
     gate = quantize_with_gate(exported.fp32_path, exported.int8_path, evaluate, fp32.value, cfg.int8_max_drop,
@@ -262,6 +282,11 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
         "latency_ms": {}, "latency_grid": {},  # filled by the timing rounds
         "size_mb": {"onnx_fp32": round(file_mb(exported.fp32_path), 2), "onnx_int8": round(file_mb(exported.int8_path), 2)},
         "onnx_max_abs_diff": max_diff, "fused_ops": exported.fused_ops, "quantized_ops": gate["quantized_ops"],
+        # per bundle file, what calibrate() chose for it on validation (QA: its "no answer" threshold)
+        "calibration": _calibrations(fp32, int8, int8_scored) if task.calibrates else {},
+        # reading answers from the logits (question answering), per question, apart from the model's time
+        "postprocess_ms": (task.time_postprocess(int8_rows[gate["shipped"]], test, int8.calibration)
+                           if hasattr(task, "time_postprocess") else None),
         "int8": gate, "serving": serving, "bundle": str(final),
         # compacted vs masked logits; None for a checkpoint that was never pruned (nothing compacted)
         "compaction_max_abs_diff": info.get("compaction_max_abs_diff"),
@@ -269,6 +294,15 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
     }
     units = {"pytorch_fp32": pt.units, "onnx_fp32": fp32.units, "onnx_int8": int8.units}
     return _Exported(entry, ckpt_dir, student.config, exported.fp32_path, exported.int8_path, staging, final, units)
+
+
+def _calibrations(fp32, int8, int8_scored: dict) -> dict[str, dict]:
+    """Bundle file name -> the calibration its accuracy was measured with."""
+    out = {"model.onnx": fp32.calibration, "model.int8.onnx": int8.calibration}
+    batched = int8_scored.get("per_token")  # batch_invariant_int8 evaluates its attempt as per_token.onnx
+    if batched is not None:
+        out[BATCHED_INT8] = batched.calibration
+    return out
 
 
 def _batched_model(fp32_path: Path, gate: dict, evaluate, fp32_accuracy: float, max_drop: float, key_length: int) -> dict:
@@ -306,12 +340,15 @@ def _write_bundle(item: _Exported, ctx: _Context, report: dict, result: ExportRe
     (bundle / "config.json").write_text(item.student_config.to_json())
     grid = {"batch_sizes": cfg.grid_batch_sizes, "seq_lens": cfg.grid_seq_lens}
     task_spec = ctx.task.bundle_spec(ctx.data)
+    if entry.get("calibration"):  # per model file: servers read the one of the file they run
+        task_spec["calibration"] = entry["calibration"]
     bundle_files.write_input_spec(bundle, tokenizer, ctx.recipe.data.max_seq_len, item.student_config.id2label,
                                   latency_grid=grid, latency_budget=ctx.budget, task=task_spec)
     parity_texts = ctx.task.parity_texts(ctx.data)  # parity vectors: real test texts
     bundle_files.write_parity_vectors(bundle, tokenizer, parity_texts, ctx.recipe.data.max_seq_len,
                                       fp32_atol=cfg.parity_atol, int8_atol=bundle_files.PARITY_INT8_ATOL,
-                                      threads=cfg.threads)
+                                      threads=cfg.threads,
+                                      doc_stride=task_spec.get("question_answering", {}).get("doc_stride"))
     model_name = f"{ctx.recipe.name}-{entry['name']}".replace("/", "-")
     serving = entry["serving"]
     # Triton batches requests from different clients: its models run the batch-invariant file

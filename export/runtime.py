@@ -198,6 +198,19 @@ def session_feed(session, input_ids: np.ndarray, attention_mask: np.ndarray,
     return feed
 
 
+SPAN_OUTPUTS = ("start_logits", "end_logits")  # a question-answering model's two outputs
+
+
+def run_logits(session, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """The model's logits as the PyTorch student returns them: (batch, labels), (batch, seq, labels),
+    or for a question-answering model (batch, seq, 2) stacked from its start_logits and end_logits."""
+    names = [output.name for output in session.get_outputs()]
+    if tuple(names[:2]) == SPAN_OUTPUTS:
+        start, end = session.run(list(SPAN_OUTPUTS), feed)
+        return np.stack([start, end], axis=-1)
+    return session.run(names[:1], feed)[0]
+
+
 # Untimed calls continue for at least this long: another session's (or PyTorch's) thread pool keeps
 # spinning for a while after its last call, and timing through that competes with it for the cores.
 MIN_WARMUP_SECONDS = 0.1

@@ -27,19 +27,22 @@ import numpy as np
 
 if __package__:  # imported as distilprune.export.verify
     from distilprune.export.runtime import (
-        available_threads, import_onnxruntime, machine_info, make_session, random_inputs, session_feed, sha256_file, time_ms,
+        available_threads, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
+        sha256_file, time_ms,
         write_atomic,
     )
 else:  # run as a script: the copy inside a bundle (runtime.py copied beside it as verify_runtime.py)
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # python -I and runpy do not add it
     try:
         from verify_runtime import (
-            available_threads, import_onnxruntime, machine_info, make_session, random_inputs, session_feed, sha256_file, time_ms,
+            available_threads, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
+        sha256_file, time_ms,
             write_atomic,
         )
     except ImportError:  # export/verify.py run from a source checkout, beside runtime.py
         from runtime import (
-            available_threads, import_onnxruntime, machine_info, make_session, random_inputs, session_feed, sha256_file, time_ms,
+            available_threads, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
+        sha256_file, time_ms,
             write_atomic,
         )
 
@@ -266,11 +269,15 @@ def _parity(name: str, logits: np.ndarray, expected: np.ndarray, atol: float, ch
     return logits
 
 
-def _argmax_check(name: str, logits: np.ndarray, expected: np.ndarray, atol: float, checks: _Checks) -> None:
+def _argmax_check(name: str, logits: np.ndarray, expected: np.ndarray, atol: float, checks: _Checks,
+                  over_positions: bool = False) -> None:
     """Predicted labels equal the stored ones, except where the stored top-2 margin is within the
-    tolerance (a legitimate tie that a within-tolerance change may flip)."""
+    tolerance (a legitimate tie that a within-tolerance change may flip). ``over_positions``: the
+    logits are (windows, tokens, 2) start/end logits, and the best start and end token are compared."""
     if logits.shape != expected.shape:
         return
+    if over_positions:  # one row per window and side (start, end), over its tokens
+        logits, expected = logits.transpose(0, 2, 1), expected.transpose(0, 2, 1)
     # (texts, labels), or (texts, tokens, labels) for a token classifier: one row per scored position
     logits, expected = logits.reshape(-1, logits.shape[-1]), expected.reshape(-1, expected.shape[-1])
     top2 = np.sort(expected, axis=-1)[:, -2:] if expected.shape[-1] > 1 else np.zeros((len(expected), 2))
@@ -371,10 +378,11 @@ def _check_parity_file(bundle: Path, sessions: dict, checks: _Checks) -> dict | 
             continue
         expected, atol = stored[fmt]
         session = sessions[key]
-        logits = session.run(["logits"], session_feed(session, inputs["input_ids"], inputs["attention_mask"],
-                                                      inputs.get("token_type_ids")))[0]
+        logits = run_logits(session, session_feed(session, inputs["input_ids"], inputs["attention_mask"],
+                                                  inputs.get("token_type_ids")))
         _parity(fmt, logits, expected, atol, checks)
-        _argmax_check(fmt, logits, expected, atol, checks)
+        over_positions = [o.name for o in session.get_outputs()][:2] == ["start_logits", "end_logits"]
+        _argmax_check(fmt, logits, expected, atol, checks, over_positions)
     return parity
 
 
@@ -395,6 +403,8 @@ def prediction_key(prediction: dict) -> object:
     """What must agree between two runs of the same text: the label, or the entities' spans."""
     if "entities" in prediction:
         return [(e["type"], e["start"], e["end"]) for e in prediction["entities"]]
+    if "answer" in prediction:
+        return (prediction["answer"], prediction["start"], prediction["end"])
     return prediction.get("label")
 
 
@@ -571,9 +581,17 @@ def _check_budget(spec, budget_ms, measured, sessions, threads, warmup, runs, vo
 
 
 def format_prediction(item: dict) -> str:
-    """One line: the text and what the bundle finds in it (entities with character offsets, or the label)."""
-    text = item["text"] if isinstance(item["text"], str) else " | ".join(item["text"])
-    if "entities" in item:
+    """One line: the text and what the bundle finds in it (entities with character offsets, the answer
+    with its character span, or the label)."""
+    raw = item["text"]
+    if isinstance(raw, dict):  # question answering
+        text = f"{raw.get('question', '')} | {raw.get('context', '')}"
+    else:
+        text = raw if isinstance(raw, str) else " | ".join(raw)
+    if "answer" in item:
+        found = ("no answer" if item.get("no_answer") else f"{item['answer']!r} [{item.get('start')}:{item.get('end')}]")
+        found += f" (score {item.get('score', 0):.2f}, {item.get('windows', 1)} window(s))"
+    elif "entities" in item:
         found = ", ".join(f"{e['type']} {e['text']!r} [{e['start']}:{e['end']}]" for e in item["entities"]) or "no entities"
     else:
         found = f"{item.get('label')} ({item.get('score', 0):.2f})"

@@ -41,9 +41,14 @@ class Architecture:
     layer: dict[str, str]  # logical part name (LAYER_PARTS) -> path inside one block
     pooler: str  # Linear(hidden -> hidden) applied to the first token
     pooler_activation: str  # "tanh" (BERT pooler) or "relu" (DistilBERT pre_classifier)
-    classifier: str  # Linear(hidden -> num_labels)
+    classifier: str  # Linear(hidden -> num_labels): sequence and token classifiers
+    span_head: str  # Linear(hidden -> 2): start and end logits of extractive question answering
     config_num_heads: str  # attribute of the HF config holding the head count
     config_num_layers: str
+
+    def head_path(self, head: str) -> str:
+        """The output layer of a model with ``head`` ("sequence", "token" or "span")."""
+        return self.span_head if head == "span" else self.classifier
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -67,6 +72,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         pooler="bert.pooler.dense",
         pooler_activation="tanh",
         classifier="classifier",
+        span_head="qa_outputs",
         config_num_heads="num_attention_heads",
         config_num_layers="num_hidden_layers",
     ),
@@ -90,6 +96,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         pooler="pre_classifier",
         pooler_activation="relu",
         classifier="classifier",
+        span_head="qa_outputs",
         config_num_heads="n_heads",
         config_num_layers="n_layers",
     ),

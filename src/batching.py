@@ -150,7 +150,7 @@ class CachedTeacher(Protocol):
 
     hidden_layers: list[int]
 
-    def batch_logits(self, indices: Sequence[int]) -> torch.Tensor: ...  # (scored rows, labels)
+    def logits(self, i: int) -> torch.Tensor: ...  # example i's cached rows (task.example_rows)
 
     def batch_hidden(self, indices: Sequence[int], pad_to: int) -> list[torch.Tensor]: ...
 
@@ -163,6 +163,8 @@ class PaddingCollator:
         pad_token_id: id written into padded positions (attention_mask is 0 there).
         pad_to: None = pad to the longest example of the batch (dynamic padding); an int = pad
             every batch to exactly that many tokens (examples are already truncated to it).
+        rows_from_cache: the task's ``rows_from_cache(cached rows per example, batch)``; None = the
+            cached rows concatenated (for tasks whose cached rows are their scored rows).
         teacher_outputs: cached teacher outputs for the split being batched, or None. When given,
             the batch also carries ``teacher_logits`` float32 (scored rows, labels): the rows
             ``task.scored_logits`` picks from a model's logits, in the same order; and, when hidden states
@@ -173,15 +175,20 @@ class PaddingCollator:
     """
 
     def __init__(self, collate: Callable[..., dict], pad_token_id: int = 0, pad_to: int | None = None,
-                 teacher_outputs: CachedTeacher | None = None) -> None:
+                 teacher_outputs: CachedTeacher | None = None,
+                 rows_from_cache: Callable[[list, dict], Any] | None = None) -> None:
         self.collate = collate
         self.pad_token_id, self.pad_to, self.teacher_outputs = pad_token_id, pad_to, teacher_outputs
+        self.rows_from_cache = rows_from_cache
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch: dict[str, Any] = self.collate(examples, pad_token_id=self.pad_token_id, pad_to=self.pad_to)
         if self.teacher_outputs is not None:
             indices = batch["index"].tolist()
-            batch["teacher_logits"] = self.teacher_outputs.batch_logits(indices)
+            cached = [self.teacher_outputs.logits(i) for i in indices]
+            # the task turns them into this batch's scored rows (question answering pads them to the batch)
+            batch["teacher_logits"] = (torch.cat(cached) if self.rows_from_cache is None
+                                       else self.rows_from_cache(cached, batch))
             if self.teacher_outputs.hidden_layers:
                 batch["teacher_hidden"] = self.teacher_outputs.batch_hidden(indices, batch["input_ids"].shape[1])
         return batch

@@ -113,12 +113,21 @@ def _read_trec(path: Path, granularity: str) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
+CLASSIFICATION_ASSETS = ("rotten-tomatoes", "trec")  # built-in datasets with labels for this loader
+
+
 def _load_asset(spec: str, cfg) -> tuple[dict[str, Split], list[str], str, dict[str, Any]]:
     """A built-in dataset: (splits it has, label names, source description, info)."""
     asset = assets.ASSETS[spec]
     if asset.kind != "dataset":
         raise DataError(f"Built-in asset {spec!r} is a {asset.kind}, not a dataset.")
     source = f"{spec} ({asset.package}=={asset.version})"
+    if spec not in CLASSIFICATION_ASSETS:
+        raise DataError(
+            f"Built-in asset {spec!r} is raw text for question answering, not a labelled classification dataset. "
+            f"Use it with task=question_answering data.dataset=nyt-cloze, or give one of the classification "
+            f"datasets: {', '.join(CLASSIFICATION_ASSETS)}."
+        )
     if spec == "trec":
         texts, label_strings = _read_trec(assets.fetch(spec), cfg.label_granularity)
         label_names = sorted(set(label_strings))
@@ -217,7 +226,7 @@ def _load_hub(spec: str, subset: str | None) -> dict[str, Any]:
     try:
         return dict(datasets.load_dataset(spec, subset) if subset else datasets.load_dataset(spec))
     except Exception as error:
-        builtin = ", ".join(n for n, a in assets.ASSETS.items() if a.kind == "dataset")
+        builtin = ", ".join(CLASSIFICATION_ASSETS)
         raise DataError(
             f"Could not load the dataset {spec!r}{f' (subset {subset!r})' if subset else ''} "
             f"({type(error).__name__}: {str(error)[:200]}). data.dataset must be a built-in asset ({builtin}), "

@@ -83,10 +83,17 @@ def teacher_outputs_root() -> Path:
 
 
 def split_fingerprint(split) -> str:
-    """sha256 of the split's token ids and labels: a last check that the cache matches the data."""
+    """sha256 of the split's token ids and labels: a last check that the cache matches the data.
+
+    Splits with ``input_ids`` and ``labels`` lists (classification) hash those; any other split hashes
+    its items (every field but ``index``), e.g. question-answering windows with their answer positions."""
     digest = hashlib.sha256()
-    for ids, label in zip(split.input_ids, split.labels):
-        digest.update(json.dumps([label, ids], separators=(",", ":")).encode())
+    if hasattr(split, "input_ids") and hasattr(split, "labels"):
+        rows = ([label, ids] for ids, label in zip(split.input_ids, split.labels))
+    else:
+        rows = ({k: v for k, v in split[i].items() if k != "index"} for i in range(len(split)))
+    for row in rows:
+        digest.update(json.dumps(row, separators=(",", ":"), sort_keys=True).encode())
         digest.update(b"\n")
     return digest.hexdigest()[:20]
 
@@ -325,8 +332,9 @@ def _write_shards(teacher, split, staging: Path, key: str, batch_size: int, auto
                                         enabled=autocast_dtype is not None):
                         inputs = {name: value.to(device) for name, value in model_inputs(batch).items()}
                         out = teacher(**inputs, output_hidden_states=bool(hidden_layers))
-                    per_example = task.example_rows(out.logits.float().cpu(), batch)
-                    num_labels = out.logits.shape[-1]
+                    logits = task.model_logits(out).float().cpu()
+                    per_example = task.example_rows(logits, batch)
+                    num_labels = logits.shape[-1]
                     if hidden_layers:
                         states = out.hidden_states
                         bad = [layer for layer in hidden_layers if not 0 <= layer < len(states)]

@@ -117,6 +117,35 @@ def write_conll(path: Path, sentences: int = 120, seed: int = 0) -> Path:
     return path
 
 
+def write_squad(path: Path, contexts: int = 120, seed: int = 0, unanswerable_every: int = 3,
+                context_words: tuple[int, int] = (6, 30)) -> Path:
+    """A small SQuAD v2.0 JSON file with a learnable signal: each context is filler words (w20-w58,
+    movie, plot) with one name (w0-w9) in it; the question "good w<k> ?" asks for the name, whose
+    answer is that word. Every ``unanswerable_every``-th context has no name: its question is
+    unanswerable. Contexts up to ``context_words`` long need several windows at small max_seq_len."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    articles = []
+    for index in range(contexts):
+        words = [rng.choice(["movie", "plot"] + [f"w{i}" for i in range(20, 59)])
+                 for _ in range(rng.randint(*context_words))]
+        answerable = index % unanswerable_every != 0
+        answers = []
+        if answerable:
+            position = rng.randrange(len(words))
+            words[position] = f"w{rng.randint(0, 9)}"
+            start = len(" ".join(words[:position])) + (1 if position else 0)
+            answers = [{"text": words[position], "answer_start": start}]
+        context = " ".join(words)
+        qa = {"id": f"q{index}", "question": f"good w{index % 59} ?", "answers": answers,
+              "is_impossible": not answerable}
+        articles.append({"title": f"t{index}", "paragraphs": [{"context": context, "qas": [qa]}]})
+    path.write_text(json.dumps({"version": "v2.0", "data": articles}))
+    return path
+
+
 @pytest.fixture
 def tiny_teacher():
     return tiny_bert()

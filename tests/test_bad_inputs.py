@@ -184,7 +184,7 @@ CATALOGUE: dict[str, Case] = {
         ("Unknown recipe key 'train.epoch'", "Did you mean 'epochs'?", "Valid keys under train")),
     "wrong-type": Case(
         BASE + ("data.max_seq_len=long",),
-        ("'data.max_seq_len'", "expects int, got 'long'", "data.max_seq_len=<int>")),
+        ("'data.max_seq_len'", "expects int or null, got 'long'", "data.max_seq_len=<int or null>")),
     "teacher-missing": Case(
         LOCAL + ("teacher.model={tmp}/no-such-model",),
         ("no-such-model does not exist or is not a model directory", "teacher.model=minilm-l6")),

@@ -139,8 +139,8 @@ class StoredOutputs:
     def __len__(self) -> int:
         return self.table.shape[0]
 
-    def batch_logits(self, indices):
-        return self.table[list(indices)]
+    def logits(self, i):
+        return self.table[i : i + 1]  # (scored rows of example i = 1, labels)
 
     def batch_hidden(self, indices, pad_to):
         out = [torch.zeros(len(indices), pad_to, 6) for _ in self.hidden_layers]

@@ -118,7 +118,7 @@ class TextDataModule(L.LightningDataModule):
         self.train_sampler = sampler
         collate = PaddingCollator(
             self.task.collate, self.pad_token_id, self.max_seq_len if self.padding == "max_length" else None,
-            self.teacher_outputs,
+            self.teacher_outputs, self.task.rows_from_cache,
         )
         # A dedicated generator: making a DataLoader iterator draws a base seed from it, and drawing it
         # from the global torch RNG would shift dropout masks (exact resume needs them unchanged).

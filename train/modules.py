@@ -18,6 +18,17 @@ from distilprune.pruning.masks import sigmoid_l1
 from distilprune.tasks import IGNORE, Task, default_task, model_inputs
 
 
+class RowAccuracy(torchmetrics.aggregation.MeanMetric):
+    """Micro accuracy of scored rows: the share of rows whose argmax is the gold label (rows labelled
+    IGNORE left out). Rows may be over labels (classification) or over positions (question answering:
+    the start and end token), so no class count is fixed."""
+
+    def update(self, predicted: torch.Tensor, labels: torch.Tensor) -> None:  # type: ignore[override]
+        kept = labels != IGNORE
+        if bool(kept.any()):
+            super().update((predicted[kept] == labels[kept]).float())
+
+
 def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
     """LR factor rising linearly to 1 over warmup_ratio * total_steps, then decaying linearly to 0."""
     warmup = max(1, int(total_steps * warmup_ratio))
@@ -62,10 +73,10 @@ class ClassifierFinetuneModule(_ScheduledModule):
         super().__init__()
         self.model, self.task = model, task
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
-        self.val_accuracy = torchmetrics.classification.MulticlassAccuracy(num_labels, average="micro")
+        self.val_accuracy = RowAccuracy()
 
     def _scored(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(**model_inputs(batch)).logits
+        logits = self.task.model_logits(self.model(**model_inputs(batch)))
         return self.task.scored_logits(logits, batch).float(), self.task.scored_labels(batch)
 
     def training_step(self, batch, batch_idx):
@@ -124,8 +135,8 @@ class DistillationModule(_ScheduledModule):
             if self.needs_hidden and student.config.hidden_size != teacher_width
             else None
         )
-        self.train_accuracy = torchmetrics.classification.MulticlassAccuracy(num_labels, average="micro")
-        self.val_accuracy = torchmetrics.classification.MulticlassAccuracy(num_labels, average="micro")
+        self.train_accuracy = RowAccuracy()
+        self.val_accuracy = RowAccuracy()
 
     def on_fit_start(self) -> None:
         self.teacher.to(self.device).eval()
@@ -186,7 +197,7 @@ class DistillationModule(_ScheduledModule):
         if not self.needs_teacher:
             return None, None
         out = self.teacher(**model_inputs(batch), output_hidden_states=self.needs_hidden)
-        logits = self.task.scored_logits(out.logits, batch)
+        logits = self.task.scored_logits(self.task.model_logits(out), batch)
         if not self.needs_hidden:
             return logits, None
         # hidden_states[0] is the embedding output; student block i matches teacher block source_layers[i]

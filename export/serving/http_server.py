@@ -4,6 +4,9 @@
 
 Endpoints:
     POST /v1/predict        {"texts": ["...", ...]} -> {"predictions": [{label, label_id, score, scores, truncated}]}
+                            (text pairs: [["first", "second"], ...]; a tagger answers {entities, truncated};
+                            question answering: [{"question", "context"}, ...] -> {answer, start, end, score,
+                            no_answer, windows})
     GET  /v1/health/live    200 while the process runs
     GET  /v1/health/ready   200 once the model is loaded and warmed up, 503 before and while draining
     GET  /v1/metadata       task, labels, window, model file, manifest, batching settings
@@ -132,6 +135,8 @@ def _lifespan(state: dict, metrics: Metrics, bundle: Path, max_batch: int, max_d
         # ONNX Runtime's memory arena grows to its working size now, not under the first full batch.
         long_text = " ".join(["warm-up"] * runtime.max_seq_len)
         one, full = (["warm-up", "warm-up"], [long_text, long_text]) if runtime.text_pairs else ("warm-up", long_text)
+        if runtime.qa is not None:
+            one, full = {"question": "warm-up?", "context": "warm-up"}, {"question": "warm-up?", "context": long_text}
         runtime.predict([one])
         runtime.predict([full] * max_batch)
         state["runtime"] = runtime
@@ -174,7 +179,9 @@ def create_app(bundle: Path, max_batch: int = 32, max_delay_ms: float = 5.0, thr
         except (ValueError, UnicodeDecodeError) as problem:
             return error(400, f"The request body is not valid JSON ({problem}).")
         try:
-            texts = parse_texts(payload, max_batch, pairs=state["runtime"].text_pairs)
+            texts = parse_texts(payload, max_batch, pairs=state["runtime"].text_pairs,
+                                questions=state["runtime"].qa is not None)
+            state["runtime"].check_questions(texts)  # a question too long for the window: 400, before batching
         except RequestError as problem:
             return error(problem.status, str(problem))
         try:

@@ -28,6 +28,7 @@ from distilprune.export.serving import runtime
 SOURCES = Path(__file__).resolve().parent / "triton"
 RUNTIME_FILE = "serving_runtime.py"
 ENTITIES_SOURCE = Path(__file__).resolve().parent / "entities.py"  # copied as serving_entities.py
+ANSWERS_SOURCE = Path(__file__).resolve().parent / "answers.py"  # copied as serving_answers.py
 TRITON_DIR = "triton"
 SPEC_FILES = (runtime.INPUT_SPEC, runtime.SERVING_SPEC)
 
@@ -54,6 +55,7 @@ def write_serving_spec(bundle: Path, batched_model: str, why: str,
     write_atomic(path, json.dumps(spec, indent=2) + "\n")
     _copy(Path(runtime.__file__), bundle / RUNTIME_FILE)
     _copy(ENTITIES_SOURCE, bundle / runtime.ENTITIES_FILE)
+    _copy(ANSWERS_SOURCE, bundle / runtime.ANSWERS_FILE)
     return path
 
 
@@ -83,6 +85,7 @@ def _python_model(model_dir: Path, source: str, bundle: Path, files: tuple[str, 
     _copy(SOURCES / source, version / "model.py")
     _copy(Path(runtime.__file__), version / RUNTIME_FILE)
     _copy(ENTITIES_SOURCE, version / runtime.ENTITIES_FILE)
+    _copy(ANSWERS_SOURCE, version / runtime.ANSWERS_FILE)
     for name in files:
         _copy(bundle / name, version / name)
     return version

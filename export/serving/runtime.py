@@ -27,9 +27,11 @@ sys.path[:0] = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pat
 import numpy as np  # noqa: E402
 
 if __package__:  # distilprune.export.serving.runtime
+    from distilprune.export.serving.answers import best_answer
     from distilprune.export.serving.entities import entities_of_text
-else:  # serving_runtime.py inside a bundle or a Triton model directory: serving_entities.py beside it
+else:  # serving_runtime.py inside a bundle or a Triton model directory: serving_*.py beside it
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from serving_answers import best_answer  # noqa: E402
     from serving_entities import entities_of_text  # noqa: E402
 
 SERVING_SPEC = "serving.json"
@@ -38,7 +40,10 @@ TOKENIZER_JSON = "tokenizer.json"
 MANIFEST = "manifest.json"
 TASK_SEQUENCE_CLASSIFICATION = "sequence_classification"
 TASK_TOKEN_CLASSIFICATION = "token_classification"
+TASK_QUESTION_ANSWERING = "question_answering"
 ENTITIES_FILE = "serving_entities.py"  # export/serving/entities.py as copied beside serving_runtime.py
+ANSWERS_FILE = "serving_answers.py"  # export/serving/answers.py as copied beside serving_runtime.py
+SPAN_OUTPUTS = ("start_logits", "end_logits")  # a question-answering model's outputs, (batch, seq) each
 
 
 class RequestError(ValueError):
@@ -62,6 +67,7 @@ class Encoded:
     truncated: list[bool]
     encodings: list | None = None  # the tokenizers.Encoding of each text (offsets, word ids)
     token_type_ids: np.ndarray | None = None  # (texts, longest) int64 segment ids, for text pairs
+    owners: list[int] | None = None  # question answering: the question each row (window) belongs to
 
 
 def available_cpus() -> int:
@@ -138,8 +144,31 @@ def tag_entities(logits: np.ndarray, labels: list[str], encoded: Encoded, texts:
              "truncated": bool(encoded.truncated[i])} for i, text in enumerate(texts)]
 
 
+def answer_questions(logits: np.ndarray, labels: list[str], encoded: Encoded, items: list[dict],
+                     n_best: int = 20, max_answer_tokens: int = 30, null_threshold: float | None = None) -> list[dict]:
+    """Question answering post-processing of (windows, tokens, 2) start/end logits: each question's
+    answer over all its windows (serving_answers.py: n-best start/end pairs, the longest answer, the
+    "no answer" threshold chosen on validation), with character offsets into its context."""
+    results = []
+    for index, item in enumerate(items):
+        rows = [row for row, owner in enumerate(encoded.owners) if owner == index]
+        offsets = [_context_offsets(encoded.encodings[row]) for row in rows]
+        answer = best_answer([logits[row, :, 0] for row in rows], [logits[row, :, 1] for row in rows], offsets,
+                             item["context"], n_best, max_answer_tokens, null_threshold)
+        results.append({"answer": answer["text"], "start": answer["start"], "end": answer["end"],
+                        "score": answer["score"], "no_answer": answer["no_answer"], "windows": len(rows),
+                        "truncated": False})
+    return results
+
+
+def _context_offsets(encoding) -> list:
+    """(tokens,) ``(start, end)`` characters of each context token in the context, None elsewhere."""
+    return [tuple(span) if sequence == 1 else None for span, sequence in zip(encoding.offsets, encoding.sequence_ids)]
+
+
 # task name -> post-processing of (logits, labels, encoded batch, texts) into one dict per text
-POSTPROCESS = {TASK_SEQUENCE_CLASSIFICATION: classify, TASK_TOKEN_CLASSIFICATION: tag_entities}
+POSTPROCESS = {TASK_SEQUENCE_CLASSIFICATION: classify, TASK_TOKEN_CLASSIFICATION: tag_entities,
+               TASK_QUESTION_ANSWERING: answer_questions}
 
 
 class BundleRuntime:
@@ -167,17 +196,27 @@ class BundleRuntime:
         self.pad_id = int(self.spec["tokenizer"]["pad_token_id"])
         self.text_pairs = bool(self.spec.get("task", {}).get("text_pairs"))  # requests send [first, second]
         self.takes_segments = any(i["name"] == "token_type_ids" for i in self.spec.get("inputs", []))
-        self.tokenizer = self._tokenizer(self.bundle / TOKENIZER_JSON, self.max_seq_len) if load_tokenizer else None
+        self.qa = self.spec.get("task", {}).get("question_answering") if self.task == TASK_QUESTION_ANSWERING else None
+        self.postprocess_options = {}
+        if self.qa is not None:
+            calibration = self.spec.get("task", {}).get("calibration", {}).get(self.model_file, {})
+            self.postprocess_options = {"n_best": int(self.qa["n_best"]), "max_answer_tokens": int(self.qa["max_answer_tokens"]),
+                                        "null_threshold": calibration.get("null_threshold")}
+        self.tokenizer = (self._tokenizer(self.bundle / TOKENIZER_JSON, self.max_seq_len,
+                                          self.qa["doc_stride"] if self.qa else None) if load_tokenizer else None)
         self.session = self._session(self.bundle / self.model_file, threads) if load_model else None
 
     @staticmethod
-    def _tokenizer(path: Path, max_seq_len: int):
+    def _tokenizer(path: Path, max_seq_len: int, doc_stride: int | None = None):
         from tokenizers import Tokenizer
 
         if not path.is_file():
             raise BundleError(f"{path} is missing: the bundle's tokenizer is needed to serve text.")
         tokenizer = Tokenizer.from_file(str(path))
-        tokenizer.enable_truncation(max_length=max_seq_len)
+        if doc_stride is None:
+            tokenizer.enable_truncation(max_length=max_seq_len)
+        else:  # question answering: only the context is cut, into windows overlapping by doc_stride tokens
+            tokenizer.enable_truncation(max_length=max_seq_len, stride=int(doc_stride), strategy="only_second")
         tokenizer.no_padding()  # padding is done per batch in encode(), to the batch's longest text
         return tokenizer
 
@@ -197,8 +236,13 @@ class BundleRuntime:
     def encode(self, texts: list, pad_to: int | None = None) -> Encoded:
         """Tokenize as ``input_spec.json`` says: special tokens, truncation to max_seq_len, right padding
         to the longest text (or to ``pad_to`` tokens, for servers that need one shape per batch). For a
-        pair task each item is a (first, second) pair, tokenized as the teacher's pairs."""
-        encodings = self.tokenizer.encode_batch([tuple(t) if self.text_pairs else t for t in texts])
+        pair task each item is a (first, second) pair, tokenized as the teacher's pairs. For question
+        answering each item is ``{"question", "context"}``: one row per window of the context."""
+        owners = None
+        if self.qa is not None:
+            encodings, owners = self._windows(texts)
+        else:
+            encodings = self.tokenizer.encode_batch([tuple(t) if self.text_pairs else t for t in texts])
         longest = pad_to or max(len(e.ids) for e in encodings)
         input_ids = np.full((len(encodings), longest), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(encodings), longest), dtype=np.int64)
@@ -207,17 +251,48 @@ class BundleRuntime:
             input_ids[row, : len(encoding.ids)] = encoding.ids
             attention_mask[row, : len(encoding.ids)] = 1
             token_type_ids[row, : len(encoding.ids)] = encoding.type_ids
-        return Encoded(input_ids, attention_mask, [bool(e.overflowing) for e in encodings], encodings, token_type_ids)
+        truncated = [False] * len(encodings) if owners is not None else [bool(e.overflowing) for e in encodings]
+        return Encoded(input_ids, attention_mask, truncated, encodings, token_type_ids, owners)
+
+    def check_questions(self, items: list) -> None:
+        """Question answering: raise :class:`RequestError` for a question too long for the window (no-op
+        for other tasks), so a server refuses that request alone instead of failing a batch."""
+        if self.qa is not None:
+            self._windows(items, encode=False)
+
+    def _windows(self, items: list[dict], encode: bool = True) -> tuple[list, list[int]]:
+        """Every window of every question (question first, context second, only the context cut, windows
+        overlapping by doc_stride tokens), as the training features were made; and each window's question."""
+        special = self.tokenizer.num_special_tokens_to_add(True)  # [CLS] question [SEP] context [SEP]
+        stride = int(self.qa["doc_stride"])
+        encodings, owners = [], []
+        for index, item in enumerate(items):
+            question = item["question"].lstrip()
+            room = self.max_seq_len - special - len(self.tokenizer.encode(question, add_special_tokens=False).ids)
+            if room <= stride and len(self.tokenizer.encode(item["context"], add_special_tokens=False).ids) > room:
+                raise RequestError(400, f"question {index} is too long: a window of {self.max_seq_len} tokens leaves "
+                                        f"{max(room, 0)} tokens for its context, not more than the {stride} tokens "
+                                        f"consecutive windows share. Shorten the question.")
+            if not encode:
+                continue
+            first = self.tokenizer.encode(question, item["context"])
+            for window in [first, *first.overflowing]:
+                encodings.append(window)
+                owners.append(index)
+        return encodings, owners
 
     def infer(self, encoded: Encoded) -> np.ndarray:
         """(texts, labels) or (texts, tokens, labels) float32 logits of the serving model."""
         feed = {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask}
         if self.takes_segments:
             feed["token_type_ids"] = encoded.token_type_ids
-        return self.session.run(None, feed)[0]
+        names = [output.name for output in self.session.get_outputs()]
+        if tuple(names[:2]) == SPAN_OUTPUTS:  # (windows, tokens, 2): start and end logits stacked
+            return np.stack(self.session.run(list(SPAN_OUTPUTS), feed), axis=-1)
+        return self.session.run(names[:1], feed)[0]
 
     def postprocess(self, logits: np.ndarray, encoded: Encoded, texts: list[str]) -> list[dict]:
-        return POSTPROCESS[self.task](logits, self.labels, encoded, texts)
+        return POSTPROCESS[self.task](logits, self.labels, encoded, texts, **self.postprocess_options)
 
     def predict(self, texts: list[str]) -> list[dict]:
         """Predictions for ``texts`` (one dict per text, in order); every text must be a string."""
@@ -226,15 +301,21 @@ class BundleRuntime:
 
     def metadata(self) -> dict:
         """What a client needs to know: task, labels, window, the model file and why it serves."""
+        if self.qa is not None:
+            return {"task": self.task, "max_seq_len": self.max_seq_len, "model_file": self.model_file,
+                    "model_note": self.serving.get("why"), "doc_stride": int(self.qa["doc_stride"]),
+                    **self.postprocess_options,
+                    "windows": f"a context longer than one window of {self.max_seq_len} tokens is read in windows "
+                               f"overlapping by {self.qa['doc_stride']} tokens; the answer is the best over them"}
         return {"task": self.task, "labels": self.labels, "max_seq_len": self.max_seq_len,
                 "model_file": self.model_file, "model_note": self.serving.get("why"),
                 "truncation": f"texts longer than {self.max_seq_len} tokens are cut on the "
                               f"{self.spec['tokenizer'].get('truncation_side', 'right')}; the response says so"}
 
 
-def parse_texts(payload, max_texts: int, pairs: bool = False) -> list:
-    """The texts of a predict request ``{"texts": [str, ...]}`` (a pair task: ``[[first, second], ...]``),
-    or a :class:`RequestError` saying why not."""
+def parse_texts(payload, max_texts: int, pairs: bool = False, questions: bool = False) -> list:
+    """The texts of a predict request ``{"texts": [str, ...]}`` (a pair task: ``[[first, second], ...]``;
+    question answering: ``[{"question": str, "context": str}, ...]``), or a :class:`RequestError` saying why not."""
     if not isinstance(payload, dict) or "texts" not in payload:
         raise RequestError(400, 'The request body must be a JSON object with a "texts" field: {"texts": ["a sentence", ...]}.')
     texts = payload["texts"]
@@ -248,6 +329,13 @@ def parse_texts(payload, max_texts: int, pairs: bool = False) -> list:
         raise RequestError(413, f"{len(texts)} texts in one request; this server takes at most {max_texts} "
                                 f"(--max-batch). Split the request.")
     for index, text in enumerate(texts):
+        if questions:
+            if not (isinstance(text, dict) and isinstance(text.get("question"), str) and isinstance(text.get("context"), str)):
+                raise RequestError(400, f'"texts"[{index}] must be {{"question": "...", "context": "..."}} with two strings: '
+                                        f'this model answers questions about a context.')
+            if not text["question"].strip() or not text["context"].strip():
+                raise RequestError(400, f'"texts"[{index}] has an empty question or context.')
+            continue
         if pairs and not (isinstance(text, list) and len(text) == 2 and all(isinstance(t, str) for t in text)):
             raise RequestError(400, f'"texts"[{index}] must be a [first, second] pair of strings: this model '
                                     f'reads text pairs, e.g. {{"texts": [["A man sleeps.", "A person rests."]]}}.')

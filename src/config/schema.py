@@ -24,7 +24,7 @@ INT8_METHODS = ("dynamic", "per_channel", "reduce_range", "static", "exclude_sen
 BATCH_INVARIANT_INT8_METHODS = ("static", "per_token")
 # Tasks (distilprune.tasks.TASKS; a test keeps the two in step). Listed here so that loading a recipe
 # does not import torch.
-TASK_NAMES = ("sequence_classification", "token_classification")
+TASK_NAMES = ("sequence_classification", "token_classification", "question_answering")
 # Closed choice lists, checked by the section that owns the key.
 CHOICES: dict[str, tuple[str, ...]] = {
     "distill.hidden_loss": ("none", "cosine", "mse"),
@@ -136,8 +136,15 @@ class DataConfig:
     """Texts (pairs: text and pair) found in more than one split after case and whitespace
     normalization. train: remove them from train (and validation/test overlaps from validation);
     error: stop with the counts; off: keep them. The report records what was found and removed."""
-    max_seq_len: int = 128
-    """Tokens per example after truncation; batches are padded only to their longest example."""
+    max_seq_len: int | None = None
+    """Tokens per example after truncation (question answering: per window, question included);
+    batches are padded only to their longest example. null = 128, or 384 for question_answering."""
+    doc_stride: int = 128
+    """question_answering only: context tokens shared by two consecutive windows of one question
+    (a context longer than one window is read in overlapping windows). Must be below max_seq_len."""
+    answer_span_check: str = "error"
+    """question_answering only: an answer whose text is not at its answer_start in the context.
+    error: stop, naming the question id; drop: count and drop such answers (recorded in the report)."""
     train_examples: int | None = None
     """Use only the first N (shuffled, seeded) training examples; null = all."""
     eval_examples: int | None = None
@@ -153,6 +160,7 @@ class DataConfig:
     # Closed choice lists of this section (class attributes, not recipe keys).
     DEDUPE_MODES = ("train", "error", "off")
     LABEL_GRANULARITIES = ("coarse", "fine")
+    ANSWER_SPAN_CHECKS = ("error", "drop")
     SPLIT_NAMES = ("train", "validation", "test")
 
     def validate(self) -> None:
@@ -162,7 +170,9 @@ class DataConfig:
               "data.text_column, data.text_pair_column and data.label_column must name columns of the "
               "dataset; one is empty (text_pair_column=null means single sentences).")
         check(self.eval_batch_size >= 1, "data.eval_batch_size must be at least 1.")
-        check(self.max_seq_len >= 8, f"data.max_seq_len is {self.max_seq_len}; use at least 8 tokens.")
+        check(self.max_seq_len is None or self.max_seq_len >= 8,
+              f"data.max_seq_len is {self.max_seq_len}; use at least 8 tokens.")
+        check(self.doc_stride >= 0, f"data.doc_stride is {self.doc_stride}; use 0 or more context tokens.")
         check(
             0 < self.validation_fraction < 1 and 0 < self.test_fraction < 1
             and self.validation_fraction + self.test_fraction < 1,
@@ -172,7 +182,8 @@ class DataConfig:
             value = getattr(self, key)
             check(value is None or value >= 1, f"data.{key} must be null (all) or at least 1, got {value}.")
         for key, value, choices in (("dedupe", self.dedupe, self.DEDUPE_MODES),
-                                    ("label_granularity", self.label_granularity, self.LABEL_GRANULARITIES)):
+                                    ("label_granularity", self.label_granularity, self.LABEL_GRANULARITIES),
+                                    ("answer_span_check", self.answer_span_check, self.ANSWER_SPAN_CHECKS)):
             check(value in choices, f"Recipe key 'data.{key}' is {value!r}; choose one of {', '.join(choices)}."
                   + suggest(str(value), list(choices)))
         self._validate_sources()
@@ -371,6 +382,10 @@ class ExportConfig:
     returns, independent of neighbours."""
     calibration_examples: int = 256
     """Training examples used to calibrate static INT8 quantization."""
+    qa_n_best: int = 20
+    """question_answering: start and end positions tried per window when reading an answer."""
+    qa_max_answer_tokens: int = 30
+    """question_answering: the longest answer, in tokens."""
     require_attention_fusion: bool = True
     """Fail the export when ONNX Runtime did not fuse every layer's attention into one node."""
     gpu: str = "auto"
@@ -382,6 +397,8 @@ class ExportConfig:
         check(self.latency_runs >= 1 and self.latency_warmup >= 0,
               "export.latency_runs must be >= 1 and latency_warmup >= 0.")
         check(self.latency_rounds >= 1, "export.latency_rounds must be >= 1 (alternating timing rounds).")
+        check(self.qa_n_best >= 1 and self.qa_max_answer_tokens >= 1,
+              "export.qa_n_best and export.qa_max_answer_tokens must be at least 1.")
         check(self.threads >= 1, "export.threads must be at least 1.")
         low, high = OPSET_RANGE
         check(low <= self.opset <= high,
@@ -503,7 +520,7 @@ class Recipe:
     """Run directories go to <output_dir>/<name>/<timestamp>/."""
     task: str = "sequence_classification"
     """sequence_classification (one label per text or text pair) | token_classification (a tag per
-    word, e.g. NER). Selects data reading, the student's head, the loss rows, the metric and the
+    word, e.g. NER) | question_answering (an answer span of a context, SQuAD v1.1 / v2.0). Selects data reading, the student's head, the loss rows, the metric and the
     bundle's post-processing (docs/tasks.md)."""
     seed: int = 42
     output_dir: str = "runs"
@@ -528,6 +545,13 @@ class Recipe:
         check(0 <= self.seed <= SEED_LIMIT, f"seed is {self.seed}; use a seed in 0..{SEED_LIMIT}, e.g. seed=42.")
         check(self.task in TASK_NAMES, f"task is {self.task!r}; choose one of {', '.join(TASK_NAMES)}."
               + suggest(str(self.task), list(TASK_NAMES)))
+        if self.data.max_seq_len is None:  # the task's default window
+            self.data.max_seq_len = 384 if self.task == "question_answering" else 128
         for section in (self.teacher, self.student, self.data, self.distill, self.train, self.tracking,
                         self.export, self.pruning):
             section.validate()
+        if self.task == "question_answering":
+            check(self.data.doc_stride < self.data.max_seq_len,
+                  f"data.doc_stride={self.data.doc_stride} must be below data.max_seq_len={self.data.max_seq_len}: "
+                  f"it is the number of context tokens two consecutive windows share. Use e.g. "
+                  f"data.max_seq_len=384 data.doc_stride=128.")

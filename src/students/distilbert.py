@@ -48,7 +48,9 @@ class StudentConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.1
     pad_token_id: int = 0
-    head: str = "sequence"  # "sequence": logits of the first token; "token": logits of every token
+    # "sequence": logits of the first token; "token": logits of every token; "span": start and end
+    # logits of every token (extractive question answering, num_labels = 2)
+    head: str = "sequence"
     type_vocab_size: int = 0  # segment embeddings (token_type_ids is an input); 0 = none (DistilBERT)
     id2label: dict[str, str] = field(default_factory=dict)
     source_layers: list[int] = field(default_factory=list)  # teacher layers copied, for the record
@@ -61,6 +63,9 @@ class StudentConfig:
             )
         if self.head not in HEADS:
             raise ModelError(f"Unknown student head {self.head!r}; choose from {', '.join(HEADS)}.")
+        if self.head == "span" and self.num_labels != 2:
+            raise ModelError(f"A span (question answering) head has 2 outputs per token (start, end), not "
+                             f"num_labels={self.num_labels}.")
         if self.activation not in _ACTIVATIONS or self.pooler_activation not in _ACTIVATIONS:
             raise ModelError(
                 f"Unknown activation {self.activation!r}/{self.pooler_activation!r}; "
@@ -80,7 +85,7 @@ class StudentConfig:
 
 
 _ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "tanh": torch.tanh}
-HEADS = ("sequence", "token")
+HEADS = ("sequence", "token", "span")
 
 
 class Embeddings(nn.Module):
@@ -217,7 +222,9 @@ class DistilBertBody(nn.Module):
 class DistilBertStudent(nn.Module):
     """DistilBERT classifier; ``forward`` returns logits (batch, num_labels) with the sequence head
     (``config.head == "sequence"``: pooled first token), (batch, seq, num_labels) with the token head
-    (every token; no pooler, as Hugging Face's token classifiers).
+    (every token; no pooler, as Hugging Face's token classifiers), (batch, seq, 2) start and end logits
+    with the span head (extractive question answering; the ONNX export names them start_logits and
+    end_logits, each (batch, seq)).
 
     With ``output_hidden_states=True`` it returns ``(logits, hidden_states)`` where hidden_states is
     a list of num_layers + 1 tensors (batch, seq, hidden): the embeddings, then each block's output.
@@ -241,7 +248,10 @@ class DistilBertStudent(nn.Module):
             self.pre_classifier = nn.Linear(config.hidden_size, config.hidden_size)
             self.pooler_activation = _ACTIVATIONS[config.pooler_activation]
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        if config.head == "span":  # named as Hugging Face's question-answering models name it
+            self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        else:
+            self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(
         self,
@@ -266,6 +276,8 @@ class DistilBertStudent(nn.Module):
             hidden_states.append(hidden)
         if self.config.head == "token":
             logits = self.classifier(self.dropout(hidden))  # (batch, seq, labels)
+        elif self.config.head == "span":
+            logits = self.qa_outputs(self.dropout(hidden))  # (batch, seq, 2): [..., 0] start, [..., 1] end
         else:
             pooled = self.pooler_activation(self.pre_classifier(hidden[:, 0]))
             logits = self.classifier(self.dropout(pooled))

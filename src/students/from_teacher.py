@@ -73,8 +73,9 @@ def student_from_teacher(
         teacher: a Hugging Face BERT or DistilBERT classifier (sequence or token) or a DistilBertStudent.
         num_layers: student depth.
         init_layers: teacher block index for each student block; default evenly spaced.
-        head: "sequence" (pooled first token; the teacher's pooler is copied) or "token" (every
-            token; a token classifier has no pooler).
+        head: "sequence" (pooled first token; the teacher's pooler is copied), "token" (every
+            token; a token classifier has no pooler) or "span" (start and end logits of every token,
+            from a question-answering teacher's ``qa_outputs``).
         segment_embeddings: copy the teacher's segment embedding table as it is (``token_type_ids``
             becomes an input) instead of folding its row 0 into the positions.
     """
@@ -99,7 +100,7 @@ def student_from_teacher(
         head_dim=head_dim,
         heads_per_layer=per_layer_heads,
         ffn_width_per_layer=[layer_part(teacher, i, "ffn_in").out_features for i in layers],
-        num_labels=get_module(teacher, arch.classifier).out_features,
+        num_labels=get_module(teacher, arch.head_path(head)).out_features,
         max_position_embeddings=position.num_embeddings,
         layer_norm_eps=get_module(teacher, arch.embeddings_norm).eps,
         activation=_activation_name(hf),
@@ -132,7 +133,7 @@ def student_from_teacher(
             )
     if head == "sequence":
         get_module(student, target.pooler).load_state_dict(get_module(teacher, arch.pooler).state_dict())
-    get_module(student, target.classifier).load_state_dict(get_module(teacher, arch.classifier).state_dict())
+    get_module(student, target.head_path(head)).load_state_dict(get_module(teacher, arch.head_path(head)).state_dict())
     return student
 
 

@@ -16,8 +16,8 @@ which logits are scored     :meth:`Task.scored_logits` / ``scored_labels``  loss
 the teacher's model class   :attr:`Task.hf_auto_class`                      teacher loading
 the student's head          :attr:`Task.head` (``StudentConfig.head``)      student, ONNX export,
                                                                             fusion check
-the metric                  :meth:`Task.score`, :meth:`Task.statistic`      export (report, INT8 gate,
-                                                                            bootstrap intervals)
+the metric                  :meth:`Task.score`, :meth:`Task.statistic`,     export (report, INT8 gate,
+                            :meth:`Task.calibrate`                          bootstrap intervals)
 what a bundle says          :meth:`Task.bundle_spec`,                       bundle, verifier, servers
                             :meth:`Task.parity_texts`
 ==========================  ==============================================  ==========================
@@ -78,22 +78,26 @@ class Scored:
     units: (examples, k) float64, each example's sufficient statistics; ``Task.statistic`` of their
         mean over any resample of examples is the metric on that resample (the bootstrap uses it).
     details: further metrics for the report (macro-F1, per-class or per-entity-type tables).
+    calibration: the settings :meth:`Task.calibrate` chose for this model on validation (the "no
+        answer" threshold of question answering); empty for tasks that calibrate nothing.
     """
 
     value: float
     units: np.ndarray
     details: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)  # what calibrate() chose (bundles carry it)
 
 
 class Task(ABC):
     """One task. Subclasses set the class attributes and implement the abstract methods."""
 
     name: ClassVar[str]
-    head: ClassVar[str]  # the student's head: "sequence" (first token) or "token" (every token)
+    head: ClassVar[str]  # the student's head: "sequence" (first token), "token" or "span" (every token)
     hf_auto_class: ClassVar[str]  # transformers class that loads the teacher
     metric: ClassVar[str]  # the primary metric's key in reports, e.g. "accuracy", "entity_f1"
     metric_label: ClassVar[str]  # how tables name it, e.g. "accuracy", "entity F1"
     supports_augmentation: ClassVar[bool] = False  # distill.augment_copies perturbs its texts
+    calibrates: ClassVar[bool] = False  # score() needs calibrate() on validation rows of the same model
 
     def __init__(self, data_cfg) -> None:
         self.data_cfg = data_cfg
@@ -115,6 +119,10 @@ class Task(ABC):
         int64, the task's ``labels`` and ``index`` (batch,)."""
 
     # -- scored rows --------------------------------------------------------------------------------
+    def model_logits(self, output) -> torch.Tensor:
+        """The logits tensor of a Hugging Face model's output (the teacher's), shaped as the student's."""
+        return output.logits
+
     @abstractmethod
     def scored_logits(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         """The rows of a model's ``logits`` that the loss and the metric read: (rows, labels)."""
@@ -125,10 +133,17 @@ class Task(ABC):
         (an augmented copy: learned from the teacher only)."""
 
     def example_rows(self, logits: torch.Tensor, batch: dict) -> list[torch.Tensor]:
-        """Scored rows of each example of the batch, in batch order: list of (rows_i, labels).
-        Concatenated they equal :meth:`scored_logits` (the teacher cache stores them per example)."""
+        """What the teacher cache stores and :meth:`score` reads per example of the batch, in batch
+        order: list of (rows_i, width) tensors. By default each example's scored rows; a task whose
+        rows depend on the batch's padding stores something narrower (question answering: a window's
+        (tokens, 2) start/end logits) and rebuilds the rows with :meth:`rows_from_cache`."""
         counts = self.rows_per_example(batch)
         return list(torch.split(self.scored_logits(logits, batch), counts))
+
+    def rows_from_cache(self, rows: list[torch.Tensor], batch: dict) -> torch.Tensor:
+        """The batch's scored rows from each example's cached :meth:`example_rows`: equal to
+        :meth:`scored_logits` of the same model's logits on ``batch``."""
+        return torch.cat(rows) if rows else torch.zeros(0, 0)
 
     @abstractmethod
     def rows_per_example(self, batch: dict) -> list[int]:
@@ -136,9 +151,15 @@ class Task(ABC):
 
     # -- metric -------------------------------------------------------------------------------------
     @abstractmethod
-    def score(self, rows: list[np.ndarray], split) -> Scored:
-        """The metric of per-example scored rows (list over examples of (rows_i, labels) float
-        arrays, in split order) against ``split``'s gold labels."""
+    def score(self, rows: list[np.ndarray], split, calibration: dict | None = None) -> Scored:
+        """The metric of per-example rows (:meth:`example_rows` of every tokenized example of ``split``,
+        in order, as float arrays) against ``split``'s gold labels; ``calibration`` is what
+        :meth:`calibrate` chose on validation for the same model (only for tasks that calibrate)."""
+
+    def calibrate(self, rows: list[np.ndarray], split) -> dict:
+        """Settings chosen on the validation ``split`` from one model's rows, passed to that model's
+        :meth:`score` on test. Nothing by default."""
+        return {}
 
     @staticmethod
     @abstractmethod

@@ -118,7 +118,7 @@ class SequenceClassification(Task):
     def rows_per_example(self, batch: dict) -> list[int]:
         return [1] * batch["input_ids"].shape[0]
 
-    def score(self, rows: list[np.ndarray], split) -> Scored:
+    def score(self, rows: list[np.ndarray], split, calibration: dict | None = None) -> Scored:
         logits = np.stack([r.reshape(-1) for r in rows])  # (examples, labels)
         predicted, gold = logits.argmax(-1), np.asarray(split.labels)
         correct = (predicted == gold).astype(np.float64)[:, None]

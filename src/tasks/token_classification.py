@@ -230,7 +230,7 @@ class TokenClassification(Task):
         return torch.float16  # one row per word: half precision keeps the cache proportional to words
 
     # -- metric -------------------------------------------------------------------------------------
-    def score(self, rows: list[np.ndarray], split: TaggedSplit) -> Scored:
+    def score(self, rows: list[np.ndarray], split: TaggedSplit, calibration: dict | None = None) -> Scored:
         held = self._tokenized.get(id(split))
         if held is None or held[0] is not split:
             raise RuntimeError("TokenClassification.tokenize() must run on a split before it is scored")
