@@ -117,6 +117,19 @@ def write_conll(path: Path, sentences: int = 120, seed: int = 0) -> Path:
     return path
 
 
+def save_tiny_qa_teacher(directory: Path, num_layers: int = 3) -> Path:
+    """A local question-answering checkpoint (BertForQuestionAnswering, dropout off) with the tiny
+    WordPiece tokenizer, as a hub SQuAD model would be laid out."""
+    from transformers import BertForQuestionAnswering
+
+    save_tiny_teacher(directory, num_layers)
+    config = tiny_bert(num_layers).config
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    torch.manual_seed(0)
+    BertForQuestionAnswering(config).eval().save_pretrained(str(directory))
+    return directory
+
+
 def write_squad(path: Path, contexts: int = 120, seed: int = 0, unanswerable_every: int = 3,
                 context_words: tuple[int, int] = (6, 30)) -> Path:
     """A small SQuAD v2.0 JSON file with a learnable signal: each context is filler words (w20-w58,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import save_tiny_teacher, tiny_bert, write_squad
+from conftest import save_tiny_qa_teacher, save_tiny_teacher, tiny_bert, write_squad
 from distilprune.config import load_recipe
 from distilprune.export.onnx_export import export_student, ort_logits, ort_session
 from distilprune.pruning import BlockPruner, compact
@@ -213,3 +213,45 @@ def test_qa_end_to_end_on_a_written_squad_v2_file(tmp_path, launch):
         if not answer["no_answer"]:
             assert item["context"][answer["start"]:answer["end"]] == answer["answer"]
     assert "Exact match and F1" in (bundle / "README.md").read_text()
+
+
+def _weights(out: Path) -> tuple[dict, dict]:
+    from safetensors.torch import load_file
+
+    (run_dir,) = list((out / "quickstart").iterdir())
+    final = run_dir / "checkpoints" / "final"
+    return load_file(str(final / "model.safetensors")), json.loads((final / "checkpoint_info.json").read_text())
+
+
+def test_qa_ddp_two_processes_match_one_and_resume_is_bit_identical(tmp_path, launch):
+    """The teacher cache (on by default), DDP over 2 processes and an exact resume, for QA windows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import KILL_AFTER_STEP
+
+    teacher = save_tiny_qa_teacher(tmp_path / "reader")
+    data = write_squad(tmp_path / "qa.json", contexts=60, context_words=(6, 14))
+    common = [*QA_RUN, f"teacher.model={teacher}", "teacher.finetuned=true", f"data.dataset={data}",
+              "train.epochs=2", "train.batch_size=16", "train.precision=32-true", "train.accelerator=cpu",
+              "export.enabled=false", "pruning.keep_at_densities=[]", "train.checkpoint_every_steps=2"]
+    with ThreadPoolExecutor(2) as pool:  # two one-process runs side by side: one core each
+        one_run = pool.submit(launch, *common, f"output_dir={tmp_path / 'one'}", "train.devices=1")
+        killed_run = pool.submit(launch, str(5), *common, f"output_dir={tmp_path / 'killed'}", "train.devices=1",
+                                 entry=KILL_AFTER_STEP)
+        one, killed = one_run.result(), killed_run.result()
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = launch(*common, f"output_dir={tmp_path / 'two'}", "train.devices=2", "train.strategy=ddp")
+    assert two.returncode == 0, two.stderr[-3000:]
+    (w1, info1), (w2, info2) = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert info1["val_acc"] == info2["val_acc"]
+    # qa_outputs.bias adds one constant to every position of a start (or end) row, so the softmax over
+    # positions cancels it and its gradient is 0 up to rounding; Adam scales that rounding (which
+    # differs between one and two processes) to lr-sized steps. It changes no answer, so it is left out.
+    assert max(float((w1[k] - w2[k]).abs().max()) for k in w1 if k != "qa_outputs.bias") < 1e-4
+    assert "qa_outputs.weight" in w1  # the span head was trained and kept
+    assert killed.returncode != 0
+    (run_dir,) = list((tmp_path / "killed" / "quickstart").iterdir())
+    resumed = launch(f"resume={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    w3, info3 = _weights(tmp_path / "killed")
+    assert all(torch.equal(w1[k], w3[k]) for k in w1) and info1 == info3
