@@ -141,8 +141,7 @@ def make_example(raw_id, question, context, texts: Sequence, starts: Sequence, i
             check.dropped.append(f"{question_id}: {problem}")
         else:
             raise DataError(f"{name}: answer {text!r}: {problem}. Fix answer_start (or the text) of this answer, "
-                            f"or read the data with the answer span check set to 'drop' to count and drop such "
-                            f"answers.")
+                            f"or set data.answer_span_check=drop to count and drop such answers.")
     if texts and not answers:  # every answer dropped: the question is not unanswerable, it is unusable
         check.dropped_questions.append(question_id)
         return None

@@ -27,7 +27,8 @@ from typing import Callable
 
 import pytest
 
-from conftest import run_entry, save_tiny_tagger, save_tiny_teacher, write_conll, write_sentiment_csv
+from conftest import (run_entry, save_tiny_qa_teacher, save_tiny_tagger, save_tiny_teacher, write_conll,
+                      write_sentiment_csv, write_squad)
 
 from distilprune.assets import ASSETS
 
@@ -95,6 +96,29 @@ def _token_inputs(w: World, root: Path) -> None:
     w.paths["other_types"] = root / "orgs.conll"
 
 
+def _qa_inputs(w: World, root: Path) -> None:
+    """Question-answering inputs: a tiny reader (BertForQuestionAnswering), a valid SQuAD v2.0 file and
+    one file per mistake."""
+    import json
+
+    w.paths["reader"] = save_tiny_qa_teacher(root / "tiny-reader")
+    w.paths["squad"] = write_squad(root / "qa.json", contexts=40)
+    (root / "not-squad.json").write_text(json.dumps({"questions": ["good w1 ?"]}))
+    w.paths["not_squad"] = root / "not-squad.json"
+    (root / "no-context.jsonl").write_text(json.dumps({"id": "q7", "question": "good w1 ?",
+                                                       "answers": {"text": ["w3"], "answer_start": [0]}}) + "\n")
+    w.paths["no_context"] = root / "no-context.jsonl"
+    document = json.loads(w.paths["squad"].read_text())
+    qa = document["data"][1]["paragraphs"][0]["qas"][0]  # an answerable question (every third is not)
+    qa["answers"][0]["answer_start"] = 10_000
+    (root / "span-outside.json").write_text(json.dumps(document))
+    w.paths["span_outside"] = root / "span-outside.json"
+    document = json.loads(w.paths["squad"].read_text())
+    document["data"][1]["paragraphs"][0]["qas"][0]["question"] = " ".join(["good"] * 30) + " ?"
+    (root / "long-question.json").write_text(json.dumps(document))
+    w.paths["long_question"] = root / "long-question.json"
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
     root = tmp_path_factory.mktemp("bad-inputs")
@@ -120,6 +144,7 @@ def world(tmp_path_factory) -> World:
     w.paths["no_wheels"] = root / "no-wheels"
     w.paths["no_wheels"].mkdir()
     _token_inputs(w, root)
+    _qa_inputs(w, root)
     wheel = _fake_asset_wheel(root / "corrupt-index")
     w.paths["corrupt_index"] = wheel.parent
     w.fake_wheel_sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
@@ -140,6 +165,11 @@ LOCAL = BASE + ("teacher.model={teacher}", "teacher.finetuned=true", "data.datas
 # A valid token-classification run on the tiny fine-tuned tagger and a CoNLL file.
 NER = BASE + ("task=token_classification", "teacher.model={tagger}", "teacher.finetuned=true", "data.dataset={conll}",
               "data.max_seq_len=32", "student.num_layers=2", "student.init_layers=[0,2]")
+
+
+# A valid question-answering run on the tiny fine-tuned reader and a SQuAD v2.0 file.
+QA = BASE + ("task=question_answering", "teacher.model={reader}", "teacher.finetuned=true", "data.dataset={squad}",
+             "data.max_seq_len=32", "data.doc_stride=8", "student.num_layers=2", "student.init_layers=[0,2]")
 
 
 def _no_asset_left_behind(world: World, case_dir: Path) -> None:
@@ -240,6 +270,21 @@ CATALOGUE: dict[str, Case] = {
         NER + ("data.dataset={other_types}",),
         ("The fine-tuned teacher", "['O', 'B-LOC', 'I-LOC', 'B-PER', 'I-PER']", "['O', 'B-ORG', 'I-ORG', 'B-PER', 'I-PER']",
          "teacher.finetuned=false")),
+    "qa-file-not-squad-format": Case(
+        QA + ("data.dataset={not_squad}",),
+        ("not-squad.json is not a SQuAD-format file", "top-level keys ['questions']", "Give a SQuAD v1.1/v2.0 JSON file")),
+    "qa-missing-context": Case(
+        QA + ("data.dataset={no_context}",),
+        ("no-context.jsonl:1 (question id 'q7')", "missing or empty 'context'", "add its 'context' text")),
+    "qa-answer-span-outside-context": Case(
+        QA + ("data.dataset={span_outside}",),
+        ("(question id 'q1')", "lies outside the context", "Fix answer_start", "data.answer_span_check=drop")),
+    "qa-doc-stride-not-below-window": Case(
+        QA + ("data.doc_stride=32",),
+        ("data.doc_stride=32 must be below data.max_seq_len=32", "context tokens two consecutive windows share")),
+    "qa-question-longer-than-window": Case(
+        QA + ("data.dataset={long_question}",),
+        ("(question id 'q1')", "the question is 31 tokens long", "Raise data.max_seq_len", "shorten")),
     "seq-len-above-positions": Case(
         LOCAL + ("data.max_seq_len=128",),
         ("data.max_seq_len=128 is longer than the teacher's 64 position embeddings",
@@ -479,6 +524,10 @@ PLACEHOLDERS = {
     "{iobes}": "a CoNLL file with an S- (IOBES) tag", "{no_tag}": "a CoNLL file with a token line without a tag",
     "{no_sentences}": "a CoNLL file with only -DOCSTART-", "{length_mismatch}": "a JSONL file with 3 tokens and 2 tags",
     "{other_types}": "a CoNLL file with ORG where the teacher has LOC",
+    "{reader}": "a fine-tuned question-answering teacher", "{squad}": "a SQuAD v2.0 JSON file",
+    "{not_squad}": "a JSON file that is not SQuAD", "{no_context}": "a JSONL question without a context",
+    "{span_outside}": "a SQuAD file with an answer_start past the context's end",
+    "{long_question}": "a SQuAD file with a 31-token question",
 }
 
 
@@ -492,15 +541,18 @@ def catalogue_markdown() -> str:
         "(`tests/test_bad_inputs.py`, through the real entry point), and this page is generated from those",
         "rows: `DISTILPRUNE_WRITE_DOCS=1 python -m pytest tests/test_bad_inputs.py -k docs` rewrites it.",
         "",
-        "Rows that start from a valid run show only the key that breaks it. Placeholders: "
+        "Rows that start from a valid run show only the key that breaks it; \"NER run +\" and \"QA run +\" rows "
+        f"start from a valid token-classification run (`{' '.join(NER[len(BASE):])}`) or question-answering run "
+        f"(`{' '.join(QA[len(BASE):])}`). Placeholders: "
         + "; ".join(f"`{k}` = {v}" for k, v in PLACEHOLDERS.items()) + ".",
         "",
         "| case | given | the error says (fragments) |",
         "|---|---|---|",
     ]
     for case_id, case in CATALOGUE.items():
-        base = LOCAL if case.argv[: len(LOCAL)] == LOCAL else BASE if case.argv[: len(BASE)] == BASE else ()
-        given = " ".join(case.argv[len(base):]) or "(no arguments)"
+        bases = [(LOCAL, ""), (NER, "NER run + "), (QA, "QA run + "), (BASE, "")]
+        base, label = next(((b, label) for b, label in bases if case.argv[: len(b)] == b), ((), ""))
+        given = label + (" ".join(case.argv[len(base):]) or "(no arguments)")
         if case.env:
             given += " with " + ", ".join(f"{key}={value}" for key, value in case.env)
         says = " … ".join(case.expect).replace("|", "\\|")

@@ -49,6 +49,7 @@ def run(recipe: Recipe, resume_dir: Path | None = None) -> Path:
     task = task_for(recipe)
     data = task.load()
     loaded = load_teacher_for_run(recipe, data, task)
+    task.check_inputs(data, loaded.tokenizer, recipe.data.max_seq_len)
     # The student is copied from the teacher it distils: after fine-tuning, when there is one.
     student = None
     if loaded.finetune is not None and not recipe.student.init_from:

@@ -113,6 +113,10 @@ class Task(ABC):
         """A torch Dataset over ``split``: item i is a dict with ``input_ids`` (list[int]), the
         task's label field(s) and ``index`` = i; it has ``lengths()`` (tokens per example)."""
 
+    def check_inputs(self, data: TaskData, tokenizer, max_seq_len: int) -> None:
+        """Raise a one-paragraph error for data that cannot be tokenized as the recipe says, before a
+        run directory exists (question answering: a question too long for its window). Nothing by default."""
+
     @abstractmethod
     def collate(self, examples: list[dict], pad_token_id: int = 0, pad_to: int | None = None) -> dict:
         """Pad items of :meth:`tokenize` into a batch: ``input_ids``, ``attention_mask`` (batch, seq)

@@ -217,6 +217,11 @@ class QuestionAnswering(Task):
         carved = self._carve(read["train"], spec, keep=[n for n in read if n != "train"])
         return {**carved, **read, "train": carved["train"]}
 
+    def check_inputs(self, data: TaskData, tokenizer, max_seq_len: int) -> None:
+        """A fast tokenizer, and every question leaves more than doc_stride context tokens per window."""
+        for name in ("train", "validation", "test"):
+            squad.check_window_settings(getattr(data, name).examples, tokenizer, max_seq_len, self.doc_stride)
+
     def tokenize(self, split: QASplit, tokenizer, max_seq_len: int) -> TokenizedWindows:
         tokenized = TokenizedWindows(split.examples, tokenizer, max_seq_len, self.doc_stride)
         self._tokenized[id(split)] = (split, tokenized)  # the split is held, so its id is not reused
