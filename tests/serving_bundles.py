@@ -59,3 +59,34 @@ def make_real_bundle(root: Path, texts: list[str], max_seq_len: int = 128) -> Pa
     settings = {"preferred": [8, 32], "max_batch_size": 32, "instances": 1, "threads": 1}
     batched = ("model.int8.batched.onnx", "per-token INT8: a text's output does not depend on its batch")
     return _finish(root / "final", student, load_tokenizer(source, "minilm-l6"), max_seq_len, texts[:4], settings, batched)
+
+
+QUESTIONS = [  # question answering requests: a context of several windows at max_seq_len 24, and short ones
+    {"question": "good w3 ?", "context": " ".join(f"w{20 + i % 30}" for i in range(40)) + " w3 movie plot"},
+    {"question": "good w1 ?", "context": "w20 w21 w4 w22"},
+    {"question": "good plot ?", "context": "movie plot w30"},
+]
+
+
+def make_qa_bundle(root: Path, max_seq_len: int = 24, doc_stride: int = 8) -> Path:
+    """A complete tiny question-answering bundle (random 2-layer span student with segment embeddings);
+    fp32 model.onnx is served, with a "no answer" threshold of 0 for it."""
+    from transformers import BertForQuestionAnswering
+
+    student = student_from_teacher(BertForQuestionAnswering(tiny_bert(num_layers=3).config).eval(), num_layers=2,
+                                   head="span", segment_embeddings=True).eval()
+    bundle = root / "final"
+    export_student(student, bundle)
+    tokenizer = _tiny_tokenizer(root / "tokenizer")
+    tokenizer.save_pretrained(str(bundle))
+    (bundle / "config.json").write_text(student.config.to_json())
+    task = {"task": "question_answering", "labels": ["start", "end"], "text_pairs": False,
+            "question_answering": {"doc_stride": doc_stride, "n_best": 20, "max_answer_tokens": 30},
+            "calibration": {"model.onnx": {"null_threshold": 0.0}}}
+    B.write_input_spec(bundle, tokenizer, max_seq_len, {"0": "start", "1": "end"}, task=task)
+    B.write_parity_vectors(bundle, tokenizer, QUESTIONS, max_seq_len, B.PARITY_FP32_ATOL, B.PARITY_INT8_ATOL,
+                           threads=1, doc_stride=doc_stride)
+    B.write_triton_repository(bundle, "tiny", onnx_file="model.onnx", threads=1)
+    package.write_serving(bundle, "tiny", "model.onnx", BATCHED_WHY, SETTINGS, task=task)
+    B.write_manifest(bundle)
+    return bundle

@@ -132,6 +132,8 @@ def test_serving_windows_are_the_training_windows(tmp_path):
     runtime = BundleRuntime.__new__(BundleRuntime)
     runtime.max_seq_len, runtime.qa = 16, {"doc_stride": 4}
     runtime.tokenizer = BundleRuntime._tokenizer(tmp_path / "bundle" / "tokenizer.json", 16, 4)
+    runtime.counter = BundleRuntime._tokenizer(tmp_path / "bundle" / "tokenizer.json", 16)
+    runtime.counter.no_truncation()
     runtime.text_pairs, runtime.pad_id = False, 0
     examples = data.test.examples
     split = task.tokenize(data.test, tokenizer, 16)
@@ -168,6 +170,35 @@ def test_v2_threshold_is_chosen_on_validation_and_scores_follow_the_official_rul
     assert scored.units.shape == (len(data.test), 2) and task.statistic(scored.units.mean(0)) == 1.0
     with pytest.raises(RuntimeError, match="calibrate"):
         task.score(oracle_rows(test, 0.0), data.test)  # v2.0 data: no threshold, no score
+
+
+def test_http_server_answers_questions_and_refuses_bad_ones(tmp_path):
+    """The reference server reads question + context, answers through serving_answers.py as the runtime
+    does (a long context in several windows), and refuses malformed questions with a one-line 4xx."""
+    from serving_bundles import QUESTIONS, make_qa_bundle
+    from test_serving import Server
+
+    from distilprune.export.serving.runtime import BundleRuntime
+
+    bundle = make_qa_bundle(tmp_path)
+    expected = BundleRuntime(bundle, threads=1).predict(QUESTIONS)
+    assert expected[0]["windows"] > 1 and expected[1]["windows"] == 1
+    for item, answer in zip(QUESTIONS, expected):
+        assert answer["no_answer"] or item["context"][answer["start"]:answer["end"]] == answer["answer"]
+    server = Server(bundle, "--max-batch", "4")
+    try:
+        server.wait_ready()
+        status, body = server.predict(QUESTIONS)
+        assert status == 200 and body["predictions"] == expected
+        status, meta = server.request("GET", "/v1/metadata")
+        assert status == 200 and meta["task"] == "question_answering" and meta["doc_stride"] == 8
+        assert meta["null_threshold"] == 0.0
+        for texts, words in (([{"question": "good w1 ?"}], '"context"'), (["good w1 ?"], '"question"'),
+                             ([{"question": " ".join(["good"] * 30), "context": "w1 w2"}], "too long")):
+            code, answer = server.predict(texts)
+            assert code == 400 and words in answer["error"] and "\n" not in answer["error"]
+    finally:
+        assert server.stop()
 
 
 QA_RUN = [

@@ -204,6 +204,10 @@ class BundleRuntime:
                                         "null_threshold": calibration.get("null_threshold")}
         self.tokenizer = (self._tokenizer(self.bundle / TOKENIZER_JSON, self.max_seq_len,
                                           self.qa["doc_stride"] if self.qa else None) if load_tokenizer else None)
+        self.counter = None  # question answering: counts question and context tokens (no truncation, no windows)
+        if self.qa is not None and load_tokenizer:
+            self.counter = self._tokenizer(self.bundle / TOKENIZER_JSON, self.max_seq_len)
+            self.counter.no_truncation()
         self.session = self._session(self.bundle / self.model_file, threads) if load_model else None
 
     @staticmethod
@@ -268,8 +272,8 @@ class BundleRuntime:
         encodings, owners = [], []
         for index, item in enumerate(items):
             question = item["question"].lstrip()
-            room = self.max_seq_len - special - len(self.tokenizer.encode(question, add_special_tokens=False).ids)
-            if room <= stride and len(self.tokenizer.encode(item["context"], add_special_tokens=False).ids) > room:
+            room = self.max_seq_len - special - len(self.counter.encode(question, add_special_tokens=False).ids)
+            if room <= stride and len(self.counter.encode(item["context"], add_special_tokens=False).ids) > room:
                 raise RequestError(400, f"question {index} is too long: a window of {self.max_seq_len} tokens leaves "
                                         f"{max(room, 0)} tokens for its context, not more than the {stride} tokens "
                                         f"consecutive windows share. Shorten the question.")
