@@ -35,9 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     from distilprune.export.onnx_export import ort_session
     from distilprune.teacher import load_teacher
 
+    from distilprune.config import load_recipe
+    from distilprune.tasks import TASKS
+
     torch.set_num_threads(args.threads)
     source = json.loads((args.teacher_run / "run_info.json").read_text())["teacher"]["source"]
-    teacher = load_teacher(source, source, num_labels=None).eval()
+    task = load_recipe([f"recipe={args.teacher_run / 'recipe.yaml'}"]).task  # the teacher's model class
+    teacher = load_teacher(source, source, num_labels=None, auto_class=TASKS[task].hf_auto_class).eval()
     teacher.set_attn_implementation("sdpa")
     inputs = latency_inputs(args.batch_size, args.seq_len, teacher.config.vocab_size)
     names = ["teacher (PyTorch fp32, SDPA)"] + [str(b) for b in args.bundles]
