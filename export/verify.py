@@ -88,19 +88,24 @@ def _ort():
 # ONNX Runtime sessions and timing
 
 
-def bound_runner(session, input_ids: np.ndarray, attention_mask: np.ndarray, device: str = "cuda"):
-    """(run, fetch) with IOBinding: inputs copied to ``device`` once, the output left there.
+def bound_runner(session, input_ids: np.ndarray, attention_mask: np.ndarray, device: str = "cuda",
+                 token_type_ids: np.ndarray | None = None):
+    """(run, fetch) with IOBinding: inputs copied to ``device`` once, the outputs left there.
 
     Timing ``run`` then measures the model, not host-to-device copies; ``fetch`` runs once and
-    returns the logits on the host. ``device`` is "cuda" on the GPU path ("cpu" works too).
+    returns the logits on the host (a question-answering model's start and end logits stacked, as
+    :func:`run_logits`). Every input the model takes is bound (``token_type_ids`` 0 where not given).
+    ``device`` is "cuda" on the GPU path ("cpu" works too).
     """
     ort = _ort()
     binding = session.io_binding()
-    ids = ort.OrtValue.ortvalue_from_numpy(input_ids, device, 0)
-    mask = ort.OrtValue.ortvalue_from_numpy(attention_mask, device, 0)
-    binding.bind_ortvalue_input("input_ids", ids)
-    binding.bind_ortvalue_input("attention_mask", mask)
-    binding.bind_output("logits", device, 0)
+    feed = session_feed(session, input_ids, attention_mask, token_type_ids)
+    values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), device, 0) for name, value in feed.items()}
+    for name, value in values.items():
+        binding.bind_ortvalue_input(name, value)
+    outputs = [output.name for output in session.get_outputs()]
+    for name in outputs:
+        binding.bind_output(name, device, 0)
 
     def run():
         session.run_with_iobinding(binding)
@@ -108,7 +113,8 @@ def bound_runner(session, input_ids: np.ndarray, attention_mask: np.ndarray, dev
 
     def fetch() -> np.ndarray:
         run()
-        return binding.copy_outputs_to_cpu()[0]
+        fetched = binding.copy_outputs_to_cpu()
+        return np.stack(fetched[:2], axis=-1) if outputs[:2] == ["start_logits", "end_logits"] else fetched[0]
 
     return run, fetch
 
@@ -332,9 +338,11 @@ def _gpu_path(bundle: Path, parity: dict | None, grid: dict | None, warmup: int,
             if parity is not None:
                 ids = np.asarray(parity["inputs"]["input_ids"], dtype=np.int64)
                 mask = np.asarray(parity["inputs"]["attention_mask"], dtype=np.int64)
+                types = parity["inputs"].get("token_type_ids")
                 expected = np.asarray(parity["models"]["fp32"]["logits"], dtype=np.float32)
                 atol = float(parity.get("gpu_fp16_atol", GPU_FP16_ATOL))
-                logits = bound_runner(session, ids, mask, "cuda")[1]()
+                logits = bound_runner(session, ids, mask, "cuda",
+                                      None if types is None else np.asarray(types, dtype=np.int64))[1]()
                 _parity("gpu fp16", logits, expected, atol, checks)
                 _argmax_check("gpu fp16", logits, expected, atol, checks)
                 result["parity_max_abs_diff"] = float(np.abs(logits - expected).max()) if logits.shape == expected.shape else None

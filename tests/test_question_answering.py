@@ -68,6 +68,10 @@ def test_span_student_compacts_exactly_and_exports_start_and_end_logits(tmp_path
     assert [o.name for o in session.get_outputs()] == ["start_logits", "end_logits"]
     assert np.abs(ort_logits(session, *batch) - expected.numpy()).max() <= 1e-4
     assert exported.fused_ops["Attention"] == 2  # every layer runs over every token
+    from distilprune.export import verify
+
+    ids, mask = (t.numpy() for t in batch)  # the verifier's IOBinding path (CUDA on a GPU) reads both outputs
+    assert np.array_equal(verify.bound_runner(session, ids, mask, device="cpu")[1](), ort_logits(session, *batch))
 
 
 def _task(tmp_path: Path, max_seq_len: int = 16, doc_stride: int = 4, **squad):
