@@ -71,13 +71,14 @@ def straight_runs(tiny_setup, launch):
 
 @pytest.mark.parametrize(
     "kill_after, resumes_from, extra",
-    [(13, 12, ()), (19, 15, ()), (31, 30, ("pruning.fill=true",))],
-    ids=["epoch-end", "mid-epoch", "after-fill"],
+    [(13, 12, ()), (13, 12, ("train.checkpoint_every_steps=6",)), (19, 15, ()), (31, 30, ("pruning.fill=true",))],
+    ids=["epoch-end", "step-save-due-at-epoch-end", "mid-epoch", "after-fill"],
 )
 def test_sigkill_mid_pruning_then_resume_ends_identical(tiny_setup, straight_runs, launch, kill_after, resumes_from, extra):
     root, teacher, data = tiny_setup
-    straight_run = straight_runs(extra)
-    out = root / f"killed-{kill_after}"
+    # the checkpoint interval changes no weight: those runs compare with the default straight run
+    straight_run = straight_runs(tuple(e for e in extra if not e.startswith("train.checkpoint_every_steps")))
+    out = root / f"killed-{kill_after}-{len(extra)}-{'-'.join(extra)}"
     killed = launch(str(kill_after), *_args(teacher, data, out), *extra, entry=KILL_AFTER_STEP)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run_dir = _run_dir(out)
@@ -87,7 +88,7 @@ def test_sigkill_mid_pruning_then_resume_ends_identical(tiny_setup, straight_run
     assert last["global_step"] == resumes_from
     scores = {k: v for k, v in last["state_dict"].items() if k.startswith("pruner.scores.")}
     assert scores and not any(k.startswith("teacher") for k in last["state_dict"])
-    assert ("filled_masks" in last["distilprune"]) == bool(extra)  # the fill happens at step 29 of 36
+    assert ("filled_masks" in last["distilprune"]) == ("pruning.fill=true" in extra)  # the fill: step 29 of 36
 
     resumed = launch(f"resume={run_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -130,6 +130,11 @@ class ResumeCheckpoint(L.Callback):
         self.last_saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        # An epoch's last batch is saved by on_train_epoch_end instead: Lightning's loop counters are
+        # only consistent once the epoch has ended, and a checkpoint of the last batch's end resumed
+        # as a finished run (it counted the epoch as processed twice and ended training early).
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
         if self.every_steps and trainer.global_step % self.every_steps == 0:
             self.save(trainer)
 
