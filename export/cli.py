@@ -1,6 +1,6 @@
 """Re-export and re-measure every kept checkpoint of a finished run.
 
-    distilprune export runs/<recipe>/<time> [--checkpoint final] [--threads 2] [--runs 50] [--rounds 10]
+    distilprune export runs/<recipe>/<time> [--checkpoint final] [--threads 2] [--runs 50] [--rounds 10] [export.KEY=VALUE ...]
     python -m distilprune.export.cli runs/<recipe>/<time> ...      # the same
 
 Writes into ``<run>/reexports/<time>/`` (a new directory each time): nothing the training run wrote
@@ -22,7 +22,7 @@ from distilprune.errors import DistilpruneError
 
 
 def reexport(run_dir: Path, threads: int | None = None, runs: int | None = None, checkpoints: list[str] | None = None,
-             rounds: int | None = None) -> Path:
+             rounds: int | None = None, export_overrides: list[str] | None = None) -> Path:
     from distilprune.tasks import task_for
     from distilprune.export.report import print_report
     from distilprune.export.run_export import export_run
@@ -36,7 +36,11 @@ def reexport(run_dir: Path, threads: int | None = None, runs: int | None = None,
         )
     overrides = [f"export.threads={threads}"] if threads else []
     overrides += [f"export.latency_runs={runs}"] if runs else []
-    recipe = load_recipe([f"recipe={recipe_path}", *overrides])
+    for override in export_overrides or []:  # the export section only: training already happened
+        if not override.startswith("export.") or "=" not in override:
+            raise ConfigError(f"{override!r}: a re-export takes export.KEY=VALUE overrides only (the run is trained "
+                              f"already), e.g. export.int8_max_drop=0.02 or export.grid_seq_lens=[128,384].")
+    recipe = load_recipe([f"recipe={recipe_path}", *overrides, *(export_overrides or [])])
     run_info = json.loads(info_path.read_text())
     task = task_for(recipe)
     data = task.load()
@@ -61,12 +65,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="alternating timing rounds over all models (default 5); more rounds: steadier numbers on a busy machine")
     parser.add_argument("--checkpoint", action="append", default=None, metavar="NAME",
                         help="re-export only this kept checkpoint (repeatable); default: all")
+    parser.add_argument("overrides", nargs="*", metavar="export.KEY=VALUE",
+                        help="export settings that differ from the run's recipe, e.g. export.int8_fallbacks=[per_token]")
     args = parser.parse_args(argv)
     if any(v is not None and v < 1 for v in (args.threads, args.runs, args.rounds)):
         Console(stderr=True).print("[bold red]error:[/bold red] --threads, --runs and --rounds must be at least 1.")
         return 2
     try:
-        reexport(args.run_dir, args.threads, args.runs, args.checkpoint, args.rounds)
+        reexport(args.run_dir, args.threads, args.runs, args.checkpoint, args.rounds, args.overrides)
     except DistilpruneError as error:
         Console(stderr=True).print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
         return error.exit_code

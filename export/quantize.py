@@ -33,6 +33,7 @@ import onnx
 from distilprune.config import INT8_METHODS, ExportConfig
 from distilprune.errors import ConfigError, ExportError
 from distilprune.export.onnx_export import _quiet, count_ops, file_mb, ort_session, quantize_int8
+from distilprune.export.runtime import run_logits
 
 METHODS = INT8_METHODS  # the recipe schema validates export.int8_method against the same list
 # Nodes that the dynamic quantizer turns into integer kernels on a fused BERT graph; the candidates
@@ -147,9 +148,16 @@ def quantizable_groups(fp32_path: Path) -> dict[str, list[str]]:
     return groups
 
 
-def _logits(path: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+def _logits(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """The model's logits on each feed (shapes differ between feeds of token and span models)."""
     session = ort_session(path, threads=1)
-    return np.concatenate([session.run(None, feed)[0] for feed in feeds])
+    return [run_logits(session, feed) for feed in feeds]
+
+
+def _mean_abs_error(logits: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """Mean |logit - reference| over every element of every feed."""
+    total = sum(float(np.abs(a - b).sum()) for a, b in zip(logits, reference, strict=True))
+    return total / max(1, sum(a.size for a in reference))
 
 
 def sensitive_groups(
@@ -166,11 +174,11 @@ def sensitive_groups(
     reference = _logits(fp32_path, feeds)
     probe = work_dir / "probe.onnx"
     quantize_int8(fp32_path, probe)
-    base_error = float(np.abs(_logits(probe, feeds) - reference).mean())
+    base_error = _mean_abs_error(_logits(probe, feeds), reference)
     ranked = []
     for group, names in quantizable_groups(fp32_path).items():
         _quantize_dynamic(fp32_path, probe, exclude=names)
-        error = float(np.abs(_logits(probe, feeds) - reference).mean())
+        error = _mean_abs_error(_logits(probe, feeds), reference)
         ranked.append((group, base_error - error, names))
     probe.unlink(missing_ok=True)
     return sorted(ranked, key=lambda item: item[1], reverse=True)

@@ -74,6 +74,20 @@ def test_span_student_compacts_exactly_and_exports_start_and_end_logits(tmp_path
     assert np.array_equal(verify.bound_runner(session, ids, mask, device="cpu")[1](), ort_logits(session, *batch))
 
 
+def test_exclude_sensitive_ranks_layers_of_a_span_model_on_windows_of_different_lengths(tmp_path):
+    """The sensitivity probe compares logits feed by feed: calibration batches of a span (or token) model
+    have different sequence lengths, so its outputs cannot be concatenated."""
+    from distilprune.export.quantize import sensitive_groups
+
+    student = student_from_teacher(tiny_qa_teacher(), num_layers=2, init_layers=[0, 2], head="span").eval()
+    exported = export_student(student, tmp_path / "bundle", quantize=False)
+    feeds = [{"input_ids": np.full((2, n), 7, dtype=np.int64), "attention_mask": np.ones((2, n), dtype=np.int64)}
+             for n in (9, 14)]
+    ranked = sensitive_groups(exported.fp32_path, tmp_path, feeds)
+    assert {group for group, _, _ in ranked} >= {"layer 0", "layer 1"}
+    assert all(np.isfinite(removed) for _, removed, _ in ranked)
+
+
 def _task(tmp_path: Path, max_seq_len: int = 16, doc_stride: int = 4, **squad):
     from transformers import AutoTokenizer
 
