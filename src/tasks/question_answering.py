@@ -339,13 +339,17 @@ class QuestionAnswering(Task):
                 "outputs": {"start_logits": "(batch, sequence) float32", "end_logits": "(batch, sequence) float32"}}
 
     def parity_texts(self, data: TaskData, count: int = 4) -> list:
-        """Real test questions as a server receives them (``{"question", "context"}``): the longest context
-        (several windows when it is longer than one), an unanswerable one when there is one, then others."""
+        """Real test questions as a server receives them (``{"question", "context"}``): first the question
+        of the longest test context with the three longest distinct contexts joined after it (real text
+        long enough for several windows even where every single context fits in one), then an
+        unanswerable question when there is one, then others as they are."""
         examples = list(data.test.examples)
-        chosen = [max(examples, key=lambda e: len(e.context))]
-        chosen += [e for e in examples if not e.answers][:1]
-        chosen += [e for e in examples if e.answers and e not in chosen]
-        return [{"question": e.question, "context": e.context} for e in chosen[:count]]
+        longest = sorted({e.context for e in examples}, key=len, reverse=True)[:3]
+        first = next(e for e in examples if e.context == longest[0])
+        chosen = [{"question": first.question, "context": " ".join(longest)}]
+        rest = [e for e in examples if not e.answers][:1] + [e for e in examples if e.answers and e is not first]
+        chosen += [{"question": e.question, "context": e.context} for e in rest]
+        return chosen[:count]
 
 
 __all__ = ["MASKED", "QASplit", "QuestionAnswering", "TokenizedWindows"]
