@@ -100,6 +100,33 @@ def _task(tmp_path: Path, max_seq_len: int = 16, doc_stride: int = 4, **squad):
     return task, data, tokenizer
 
 
+def test_hub_squad_v2_rows_map_dev_to_test_and_carve_validation_by_context(tmp_path, monkeypatch):
+    """A hub dataset with SQuAD's columns (squad_v2): data.splits={test: validation} tests on the official
+    dev set, and validation is carved from train by context."""
+    import datasets
+
+    rows = json.loads(write_squad(tmp_path / "qa.json", contexts=60).read_text())["data"]
+
+    def hub_rows(articles):
+        return [{"id": qa["id"], "title": a["title"], "context": a["paragraphs"][0]["context"], "question": qa["question"],
+                 "answers": {"text": [x["text"] for x in qa["answers"]], "answer_start": [x["answer_start"] for x in qa["answers"]]}}
+                for a in articles for qa in a["paragraphs"][0]["qas"]]
+
+    tables = {"train": hub_rows(rows[:45]), "validation": hub_rows(rows[45:])}
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, subset=None, **kw: dict(tables))
+    recipe = load_recipe(["recipe=quickstart", "task=question_answering", "data.dataset=squad_v2",
+                          "data.splits={test: validation}", "data.max_seq_len=null"])
+    task = task_for(recipe)
+    data = task.load()
+    assert [e.id for e in data.test.examples] == [r["id"] for r in tables["validation"]]
+    assert len(data.train) + len(data.validation) == 45 and len(data.validation) > 0
+    assert not {e.context for e in data.train.examples} & {e.context for e in data.validation.examples}
+    assert data.info["squad_version"] == "v2.0" and recipe.data.max_seq_len == 384  # the task's default window
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, subset=None, **kw: {"train": tables["train"]})
+    with pytest.raises(Exception, match=r"has no 'validation' split \(splits: \['train'\]\)"):
+        task_for(recipe).load()
+
+
 def test_windows_label_the_answer_tokens_and_scored_rows_mask_padding(tmp_path):
     task, data, tokenizer = _task(tmp_path)
     assert data.info["squad_version"] == "v2.0" and data.info["duplicates"]["cross_split_after"] == 0
