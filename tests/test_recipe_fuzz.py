@@ -148,8 +148,14 @@ recipe_names = st.one_of(
                      "/dev/null.yaml", "../pyproject", "recipes/quickstart.yaml"]),
     st.text(max_size=20),
 )
+# Valid overrides mixed in, so that a fair share of argument lists loads (the property is checked on
+# both outcomes) whatever else the schema grows.
+valid_overrides = st.sampled_from([
+    "train.epochs=2", "data.max_seq_len=64", "task=question_answering", "task=token_classification",
+    "pruning.enabled=false", "export.latency_rounds=3", "seed=7", "data.doc_stride=16",
+])
 argv_lists = st.tuples(
-    st.lists(st.builds(lambda k, v: f"{k}={v}", cli_keys, cli_values), max_size=5),
+    st.lists(st.one_of(st.builds(lambda k, v: f"{k}={v}", cli_keys, cli_values), valid_overrides), max_size=5),
     st.lists(st.builds(lambda n: f"recipe={n}", recipe_names), max_size=1),
     # An argument without '=' ends parsing at once, so it is added only now and then.
     st.lists(st.text(max_size=15), max_size=1).filter(lambda extra: not extra or len(extra[0]) % 4 == 0),

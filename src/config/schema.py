@@ -139,9 +139,10 @@ class DataConfig:
     max_seq_len: int | None = None
     """Tokens per example after truncation (question answering: per window, question included);
     batches are padded only to their longest example. null = 128, or 384 for question_answering."""
-    doc_stride: int = 128
+    doc_stride: int | None = None
     """question_answering only: context tokens shared by two consecutive windows of one question
-    (a context longer than one window is read in overlapping windows). Must be below max_seq_len."""
+    (a context longer than one window is read in overlapping windows). Must be below max_seq_len.
+    null = a third of max_seq_len (128 at 384, as SQuAD readers are usually run)."""
     answer_span_check: str = "error"
     """question_answering only: an answer whose text is not at its answer_start in the context.
     error: stop, naming the question id; drop: count and drop such answers (recorded in the report)."""
@@ -172,7 +173,8 @@ class DataConfig:
         check(self.eval_batch_size >= 1, "data.eval_batch_size must be at least 1.")
         check(self.max_seq_len is None or self.max_seq_len >= 8,
               f"data.max_seq_len is {self.max_seq_len}; use at least 8 tokens.")
-        check(self.doc_stride >= 0, f"data.doc_stride is {self.doc_stride}; use 0 or more context tokens.")
+        check(self.doc_stride is None or self.doc_stride >= 0,
+              f"data.doc_stride is {self.doc_stride}; use 0 or more context tokens, or null (a third of the window).")
         check(
             0 < self.validation_fraction < 1 and 0 < self.test_fraction < 1
             and self.validation_fraction + self.test_fraction < 1,
@@ -547,6 +549,8 @@ class Recipe:
               + suggest(str(self.task), list(TASK_NAMES)))
         if self.data.max_seq_len is None:  # the task's default window
             self.data.max_seq_len = 384 if self.task == "question_answering" else 128
+        if self.data.doc_stride is None:
+            self.data.doc_stride = self.data.max_seq_len // 3
         for section in (self.teacher, self.student, self.data, self.distill, self.train, self.tracking,
                         self.export, self.pruning):
             section.validate()

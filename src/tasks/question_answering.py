@@ -109,7 +109,9 @@ class QuestionAnswering(Task):
 
     @property
     def doc_stride(self) -> int:
-        return int(getattr(self.data_cfg, "doc_stride", squad.DEFAULT_DOC_STRIDE))
+        """``data.doc_stride`` (a recipe fills a null one with a third of the window when it is loaded)."""
+        value = getattr(self.data_cfg, "doc_stride", None)
+        return squad.DEFAULT_DOC_STRIDE if value is None else int(value)
 
     # -- data ---------------------------------------------------------------------------------------
     def load(self) -> TaskData:
