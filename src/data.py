@@ -257,7 +257,7 @@ def _source_tables(cfg) -> tuple[dict[str, Any], str]:
     return _load_hub(spec, cfg.subset), spec + (f"/{cfg.subset}" if cfg.subset else "")
 
 
-def _pick_splits(available: dict[str, Any], mapping: dict[str, str], where: str) -> dict[str, Any]:
+def pick_splits(available: dict[str, Any], mapping: dict[str, str], where: str) -> dict[str, Any]:
     """{project split: the source's split} for the splits the source provides (the rest is carved).
 
     Without a mapping: train, validation (or dev) and test by name. With one: train by name unless
@@ -319,7 +319,7 @@ def _class_label_names(table, column: str) -> list[str] | None:
 def _load_tables(cfg) -> tuple[dict[str, Split], list[str], str, dict[str, Any]]:
     """A local file, per-split files or a hub dataset: (splits it has, label names, source, info)."""
     tables, source = _source_tables(cfg)
-    picked = _pick_splits(tables, dict(cfg.splits), source)
+    picked = pick_splits(tables, dict(cfg.splits), source)
     raw = {name: _split_columns(table, cfg, f"{source} [{name}]") for name, table in picked.items()}
     if not any(texts for texts, _, _ in raw.values()):
         raise DataError(

@@ -123,7 +123,8 @@ def test_hub_squad_v2_rows_map_dev_to_test_and_carve_validation_by_context(tmp_p
     assert not {e.context for e in data.train.examples} & {e.context for e in data.validation.examples}
     assert data.info["squad_version"] == "v2.0" and recipe.data.max_seq_len == 384  # the task's default window
     monkeypatch.setattr(datasets, "load_dataset", lambda name, subset=None, **kw: {"train": tables["train"]})
-    with pytest.raises(Exception, match=r"has no 'validation' split \(splits: \['train'\]\)"):
+    with pytest.raises(Exception, match=r"maps test to 'validation', but squad_v2 has no split of that name; its splits "
+                                        r"are \['train'\]"):
         task_for(recipe).load()
 
 

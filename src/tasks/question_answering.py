@@ -202,20 +202,12 @@ class QuestionAnswering(Task):
                 f"data.dataset must be a SQuAD JSON or JSONL file, the built-in nyt-cloze, or a hub dataset with "
                 f"SQuAD's columns (squad, squad_v2; needs the hub)."
             ) from None
-        mapping = dict(self.data_cfg.splits or {})
-        # without data.splits: the source's splits by name; with it: train (default "train") and the
-        # mapped ones. A split not read is carved from train.
-        names = ({"train": mapping.get("train", "train"), **{k: v for k, v in mapping.items() if k != "train"}}
-                 if mapping else {name: name for name in ("train", "validation", "test") if name in tables})
-        read = {}
-        for name, source_name in names.items():
-            if source_name not in tables:
-                raise DataError(f"The dataset {spec!r} has no {source_name!r} split (splits: {sorted(tables)}); "
-                                f"map one with data.splits, e.g. data.splits={{test: validation}}.")
-            read[name] = squad.examples_from_hub_rows(tables[source_name], f"{spec} [{source_name}]", check)
-        if "train" not in read:
-            raise DataError(f"The dataset {spec!r} has no train split (splits: {sorted(tables)}); map one with "
-                            f"data.splits={{train: <name>}}.")
+        from distilprune.data import pick_splits
+
+        # the source's splits by name (dev for validation) or as data.splits maps them; the rest is carved
+        source_name = {id(table): name for name, table in tables.items()}  # errors name the source's split
+        read = {name: squad.examples_from_hub_rows(table, f"{spec} [{source_name[id(table)]}]", check)
+                for name, table in pick_splits(tables, dict(self.data_cfg.splits or {}), spec).items()}
         carved = self._carve(read["train"], spec, keep=[n for n in read if n != "train"])
         return {**carved, **read, "train": carved["train"]}
 
