@@ -159,6 +159,25 @@ def write_squad(path: Path, contexts: int = 120, seed: int = 0, unanswerable_eve
     return path
 
 
+def randomly_pruned(student, losing: tuple[int, int], attention: float = 0.5, ffn: float = 0.25, seed: int = 1):
+    """(masked, compacted): ``student`` with seeded random 32x32 block scores kept at ``attention`` /
+    ``ffn`` density, layer ``losing[0]`` losing head ``losing[1]`` entirely (its value blocks scored
+    -100), folded into masks and then compacted (empty heads and FFN rows removed)."""
+    from distilprune.pruning import BlockPruner, compact
+
+    pruner = BlockPruner(student, "topk", {"query": [32, 32], "key": [32, 32], "value": [32, 32], "attn_out": [32, 32]},
+                         prune_ffn=True)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for scores in pruner.scores.values():
+            scores.copy_(torch.randn(scores.shape, generator=generator))
+        layer, head = losing
+        pruner.scores[f"layer{layer}_value"][head] = -100
+    pruner.values = {"attention": attention, "ffn": ffn}
+    masked = pruner.fold(student)
+    return masked, compact(masked)
+
+
 @pytest.fixture
 def tiny_teacher():
     return tiny_bert()

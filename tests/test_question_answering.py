@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import save_tiny_qa_teacher, save_tiny_teacher, tiny_bert, write_squad
+from conftest import randomly_pruned, save_tiny_qa_teacher, save_tiny_teacher, tiny_bert, write_squad
 from distilprune.config import load_recipe
 from distilprune.export.onnx_export import export_student, ort_logits, ort_session
-from distilprune.pruning import BlockPruner, compact
 from distilprune.students import student_from_teacher
 from distilprune.tasks import task_for
 from distilprune.tasks.question_answering import MASKED
@@ -49,16 +48,7 @@ def test_span_student_copies_a_qa_teacher_and_matches_its_start_and_end_logits(b
 
 def test_span_student_compacts_exactly_and_exports_start_and_end_logits(tmp_path, batch):
     student = student_from_teacher(tiny_qa_teacher(), num_layers=2, init_layers=[0, 2], head="span").eval()
-    pruner = BlockPruner(student, "topk", {"query": [32, 32], "key": [32, 32], "value": [32, 32], "attn_out": [32, 32]},
-                         prune_ffn=True)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for scores in pruner.scores.values():
-            scores.copy_(torch.randn(scores.shape, generator=generator))
-        pruner.scores["layer1_value"][0] = -100  # layer 1 loses head 0
-    pruner.values = {"attention": 0.5, "ffn": 0.25}
-    masked = pruner.fold(student)
-    small = compact(masked)
+    masked, small = randomly_pruned(student, losing=(1, 0))  # layer 1 loses head 0
     with torch.no_grad():
         expected = small(*batch)
         assert (expected - masked(*batch)).abs().max().item() <= 1e-4

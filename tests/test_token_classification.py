@@ -13,10 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import NER_LABELS, save_tiny_tagger, save_tiny_teacher, tiny_bert, write_conll
+from conftest import NER_LABELS, randomly_pruned, save_tiny_tagger, save_tiny_teacher, tiny_bert, write_conll
 from distilprune.config import load_recipe
 from distilprune.export.onnx_export import export_student, ort_logits, ort_session
-from distilprune.pruning import BlockPruner, compact
 from distilprune.students import student_from_teacher
 from distilprune.tasks import IGNORE, task_for
 from distilprune.teacher_cache import build_teacher_outputs
@@ -41,16 +40,7 @@ def test_token_student_copies_the_teacher_and_scores_every_token(batch):
 
 def test_token_student_compacts_exactly_and_exports_with_every_attention_fused(tmp_path, batch):
     _, student = tiny_token_student()
-    pruner = BlockPruner(student, "topk", {"query": [32, 32], "key": [32, 32], "value": [32, 32], "attn_out": [32, 32]},
-                         prune_ffn=True)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for scores in pruner.scores.values():
-            scores.copy_(torch.randn(scores.shape, generator=generator))
-        pruner.scores["layer0_value"][1] = -100  # layer 0 loses head 1
-    pruner.values = {"attention": 0.5, "ffn": 0.25}
-    masked = pruner.fold(student)
-    small = compact(masked)
+    masked, small = randomly_pruned(student, losing=(0, 1))  # layer 0 loses head 1
     with torch.no_grad():
         expected = small(*batch)
         assert (expected - masked(*batch)).abs().max().item() <= 1e-4
