@@ -285,8 +285,7 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
         # per bundle file, what calibrate() chose for it on validation (QA: its "no answer" threshold)
         "calibration": _calibrations(fp32, int8, int8_scored) if task.calibrates else {},
         # reading answers from the logits (question answering), per question, apart from the model's time
-        "postprocess_ms": (task.time_postprocess(int8_rows[gate["shipped"]], test, int8.calibration)
-                           if hasattr(task, "time_postprocess") else None),
+        "postprocess_ms": task.time_postprocess(int8_rows[gate["shipped"]], test, int8.calibration),
         "int8": gate, "serving": serving, "bundle": str(final),
         # compacted vs masked logits; None for a checkpoint that was never pruned (nothing compacted)
         "compaction_max_abs_diff": info.get("compaction_max_abs_diff"),

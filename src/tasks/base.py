@@ -160,6 +160,11 @@ class Task(ABC):
         in order, as float arrays) against ``split``'s gold labels; ``calibration`` is what
         :meth:`calibrate` chose on validation for the same model (only for tasks that calibrate)."""
 
+    def time_postprocess(self, rows: list[np.ndarray], split, calibration: dict | None = None) -> dict | None:
+        """Milliseconds per example of reading a server's answer from ``rows``, when that reading is
+        work of its own beside the model (question answering: answers over all windows). None by default."""
+        return None
+
     def calibrate(self, rows: list[np.ndarray], split) -> dict:
         """Settings chosen on the validation ``split`` from one model's rows, passed to that model's
         :meth:`score` on test. Nothing by default."""

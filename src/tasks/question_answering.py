@@ -295,7 +295,7 @@ class QuestionAnswering(Task):
         return mean_units[..., 1]
 
     def time_postprocess(self, rows: list[np.ndarray], split: QASplit, calibration: dict | None = None,
-                         repeats: int = 3) -> dict:
+                         repeats: int = 3) -> dict | None:
         """Milliseconds per question of reading the answer from its windows' logits (what a server does
         after the model): p50 / p95 over the split's questions (best of ``repeats`` passes per question),
         and the mean number of windows per question."""
