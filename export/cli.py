@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="re-export only this kept checkpoint (repeatable); default: all")
     parser.add_argument("overrides", nargs="*", metavar="export.KEY=VALUE",
                         help="export settings that differ from the run's recipe, e.g. export.int8_fallbacks=[per_token]")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
     if any(v is not None and v < 1 for v in (args.threads, args.runs, args.rounds)):
         Console(stderr=True).print("[bold red]error:[/bold red] --threads, --runs and --rounds must be at least 1.")
         return 2

@@ -153,9 +153,11 @@ def test_local_tiny_teacher_runs_end_to_end_on_text_pairs(tmp_path, tiny_teacher
     from distilprune.train.cli import main
 
     run_dir = report_path.parent
-    assert main(["export", str(run_dir), "--checkpoint", "final", "--runs", "2"]) == 0
+    # export.KEY=VALUE overrides may stand between the options, as a user types them
+    assert main(["export", str(run_dir), "--checkpoint", "final", "export.latency_rounds=1", "--runs", "2"]) == 0
     (reexport,) = (run_dir / "reexports").iterdir()
     again = json.loads((reexport / "report.json").read_text())
+    assert again["latency_setup"]["rounds"] == 1
     assert [entry["name"] for entry in again["checkpoints"]] == ["final"]
     assert again["checkpoints"][0]["params"] == report["checkpoints"][-1]["params"]
     assert json.loads(report_path.read_text()) == report  # the training run's report is untouched
