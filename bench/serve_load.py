@@ -1,10 +1,11 @@
 """Load test of a bundle's servers on this machine (127.0.0.1 only, bounded by count and time).
 
-    python bench/serve_load.py <bundle> [--requests 5000] [--concurrency 1,4,16,64] [--lengths 128]
-                               [--servers reference,triton,baseline] [--threads 2] [--max-seconds 900]
+    python bench/serve_load.py <bundle> [--requests 5000] [--rounds 5] [--concurrency 1,4,16,64]
+                               [--lengths 128] [--servers reference,triton,baseline] [--threads 2]
+                               [--max-seconds 1200] [--json results.json]
 
-Servers, each started here on free ports, given the same texts by the same client code (HTTP/JSON,
-one text per request, keep-alive connections, one client thread per concurrent request):
+Servers, all started here on free ports at once, given the same texts by the same client code
+(HTTP/JSON, one text per request, keep-alive connections, one client thread per concurrent request):
 
   reference  `distilprune serve` (FastAPI + uvicorn): dynamic batching, --max-batch 32, --max-delay-ms 5
   triton     the bundle's python-backend text model in tritonserver (nvidia-pytriton's build), its
@@ -12,18 +13,28 @@ one text per request, keep-alive connections, one client thread per concurrent r
   baseline   `distilprune serve --max-batch 1 --max-delay-ms 0`: one request per model call, the
              usual first deployment
 
-plus the bare ONNX Runtime call on the same token ids, one text at a time, for reference.
-Texts are real test-split review sentences; --lengths 128 joins consecutive sentences until they
-fill the model's 128-token window (truncated there), so every request is batch 1, sequence 128;
---lengths real sends each sentence as it is. Each server gets --requests requests per concurrency
-level after a warm-up of 200; the table gives p50/p95/p99 latency (ms, client side), throughput
-(requests/s), errors, and the server's resident memory (all its processes) after warm-up and
-after the run. On a 2-core machine the client threads share the cores with the server.
+plus the bare ONNX Runtime call (this process, the served model file) on the same token ids: one
+text per call, and 16 texts per call, whose texts/s over one text per call is the model's own
+batching gain and bounds what a batching server can gain at concurrency 16. Texts are real
+test-split review sentences; --lengths 128 joins consecutive sentences until they fill the model's
+128-token window (truncated there), so every request is batch 1, sequence 128; --lengths real
+sends each sentence as it is.
+
+Why rounds: on a small shared machine the same ONNX Runtime call moves by tens of percent between
+minutes, so a server measured now and a baseline measured five minutes later give ratios that do
+not repeat. Each of --rounds rounds therefore times the bare call, then every concurrency level
+against every server in turn (--requests / --rounds requests each, after a short re-warm), the
+server order rotating between rounds. Per server and level the table gives p50/p95/p99 over all
+samples (ms, client side), throughput (requests / seconds spent sending them), errors, and the
+server's resident memory (all its processes) after warm-up and at the end. The comparisons
+(concurrency-1 p50 minus the bare call's p50, concurrency-16 throughput over the baseline's) are
+taken within each round and reported as the median over rounds with their min-max.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -39,6 +50,9 @@ from distilprune.export.serving.runtime import BundleRuntime
 from distilprune.export.serving.triton_local import LocalTriton, free_port
 
 WARMUP_REQUESTS = 200
+REWARM_REQUESTS = 20  # at least, per server and level (two per client thread), untimed, before each round's timed requests
+BARE_CALLS = 200  # timed bare ONNX Runtime calls per round (after 20 untimed)
+BATCH_CEILING = 16  # batch size of the bare model's batching ceiling (the concurrency of the throughput check)
 
 
 def texts_for(bundle: Path, lengths: str, count: int) -> list[str]:
@@ -79,12 +93,13 @@ def _rss_kib(root_pid: int) -> int:
 
 
 class Target:
-    """Where requests go: host, port, path, and how a text becomes a request body."""
+    """Where requests go: host, port, path, how a text becomes a request body, and the server's process."""
 
-    def __init__(self, port: int, path: str, body):
-        self.port, self.path, self.body = port, path, body
+    def __init__(self, port: int, path: str, body, pid: int):
+        self.port, self.path, self.body, self.pid = port, path, body, pid
 
     def run(self, texts: list[str], concurrency: int, deadline: float) -> dict:
+        """Send ``texts`` from ``concurrency`` threads; latencies (ms) in completion order, errors, wall seconds."""
         latencies: list[float] = []
         errors = [0]
         lock = threading.Lock()
@@ -120,10 +135,7 @@ class Target:
             t.start()
         for t in threads:
             t.join()
-        wall = time.perf_counter() - start
-        return {"requests": len(latencies), "errors": errors[0], "wall_s": round(wall, 2),
-                "throughput_rps": round(len(latencies) / wall, 1),
-                **(percentiles(latencies) if latencies else dict.fromkeys(("p50", "p95", "p99")))}
+        return {"latencies": latencies, "errors": errors[0], "wall_s": time.perf_counter() - start}
 
 
 def reference_body(text: str) -> bytes:
@@ -134,22 +146,16 @@ def triton_body(text: str) -> bytes:
     return json.dumps({"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [text]}]}).encode()
 
 
-def load_levels(target: Target, texts: list[str], levels: list[int], requests: int, deadline: float, pid: int) -> dict:
-    target.run(texts[:WARMUP_REQUESTS], max(levels), deadline)  # warm-up at the highest concurrency: full batches
-    result = {"rss_after_warmup_mib": round(_rss_kib(pid) / 1024, 1), "levels": {}}
-    for concurrency in levels:
-        result["levels"][concurrency] = target.run(texts[:requests], concurrency, deadline)
-    result["rss_after_run_mib"] = round(_rss_kib(pid) / 1024, 1)
-    return result
-
-
-def http_server(bundle: Path, args, texts, levels, deadline, extra: list[str]) -> dict:
+@contextlib.contextmanager
+def http_server(bundle: Path, threads: int, extra: list[str]):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "distilprune.train.cli", "serve", str(bundle),
-                                "--port", str(port), "--threads", str(args.threads), *extra],
+                                "--port", str(port), "--threads", str(threads), *extra],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         for _ in range(600):
+            if process.poll() is not None:
+                raise SystemExit(f"distilprune serve exited with {process.returncode}: {process.stderr.read()[-1500:]}")
             try:
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                 connection.request("GET", "/v1/health/ready")
@@ -157,84 +163,180 @@ def http_server(bundle: Path, args, texts, levels, deadline, extra: list[str]) -
                     break
             except OSError:
                 time.sleep(0.1)
-        return load_levels(Target(port, "/v1/predict", reference_body), texts, levels, args.requests, deadline, process.pid)
+        yield Target(port, "/v1/predict", reference_body, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=60)
 
 
-def triton_server(bundle: Path, args, texts, levels, deadline) -> dict:
+@contextlib.contextmanager
+def triton_server(bundle: Path):
     models = [p.name for p in (bundle / "triton").iterdir() if p.name.endswith("-text")]
     with LocalTriton(bundle / "triton", models) as server:
-        path = f"/v2/models/{models[0]}/infer"
-        return load_levels(Target(server.http_port, path, triton_body), texts, levels, args.requests, deadline,
-                           server.process.pid)
+        yield Target(server.http_port, f"/v2/models/{models[0]}/infer", triton_body, server.process.pid)
 
 
-def bare_onnxruntime(bundle: Path, args, texts: list[str]) -> dict:
-    engine = BundleRuntime(bundle, threads=args.threads)
-    encoded = [engine.encode([t]) for t in texts[:500]]
-    for item in encoded[:50]:
-        engine.infer(item)
-    samples = []
-    for item in encoded:
+SERVERS = {
+    "reference": lambda bundle, args: http_server(bundle, args.threads, ["--max-batch", "32", "--max-delay-ms", "5"]),
+    "triton": lambda bundle, args: triton_server(bundle),
+    "baseline": lambda bundle, args: http_server(bundle, args.threads, ["--max-batch", "1", "--max-delay-ms", "0"]),
+}
+
+
+class BareOnnxRuntime:
+    """The served model file called directly in this process, one text at a time (no HTTP, no batching)."""
+
+    def __init__(self, bundle: Path, threads: int, texts: list[str]):
+        self.engine = BundleRuntime(bundle, threads=threads)
+        self.encoded = [self.engine.encode([t]) for t in texts[:BARE_CALLS]]
+        self.seq_len = int(self.encoded[0].input_ids.shape[1])
+
+    def round(self) -> list[float]:
+        for item in self.encoded[:20]:
+            self.engine.infer(item)
+        samples = []
+        for item in self.encoded:
+            start = time.perf_counter()
+            self.engine.infer(item)
+            samples.append((time.perf_counter() - start) * 1e3)
+        return samples
+
+    def batched_texts_per_second(self, texts: list[str], batch_size: int = BATCH_CEILING, calls: int = 10) -> float:
+        """Texts per second of the bare model at ``batch_size`` texts per call: the most a batching server
+        can gain over one text per call (before its own per-request costs)."""
+        batch = self.engine.encode(texts[:batch_size])
+        self.engine.infer(batch)
         start = time.perf_counter()
-        engine.infer(item)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return {"model": engine.model_file, "seq_len": int(encoded[0].input_ids.shape[1]), **percentiles(samples)}
+        for _ in range(calls):
+            self.engine.infer(batch)
+        return batch_size * calls / (time.perf_counter() - start)
 
 
-def print_table(results: dict, bare: dict) -> None:
-    print(f"\nbare ONNX Runtime ({bare['model']}, batch 1, sequence {bare['seq_len']}): p50 {bare['p50']} ms, "
-          f"p95 {bare['p95']} ms")
+def run_rounds(targets: dict[str, Target], bare: BareOnnxRuntime, texts: list[str], levels: list[int],
+               args, deadline: float) -> dict:
+    """Every round: the bare call, then each level against each server (order rotating). Raw samples per round."""
+    per_round = max(1, args.requests // args.rounds)
+    names = list(targets)
+    rounds = []
+    for index in range(args.rounds):
+        record = {"bare": bare.round(), "bare_batched_tps": bare.batched_texts_per_second(texts),
+                  "servers": {name: {} for name in names}}
+        order = names[index % len(names):] + names[:index % len(names)]
+        for concurrency in levels:
+            for name in order:
+                offset = (index * per_round) % len(texts)
+                chunk = (texts[offset:] + texts[:offset])[:per_round]
+                targets[name].run(texts[:max(REWARM_REQUESTS, 2 * concurrency)], concurrency, deadline)
+                record["servers"][name][concurrency] = targets[name].run(chunk, concurrency, deadline)
+        rounds.append(record)
+        print(f"round {index + 1}/{args.rounds} done", flush=True)
+    return {"rounds": rounds}
+
+
+def summarise(raw: dict, names: list[str], levels: list[int], memory: dict) -> dict:
+    rounds = raw["rounds"]
+    bare_round_p50 = [statistics.median(r["bare"]) for r in rounds]
+    # The bare model's own batching gain: texts/s at BATCH_CEILING per call over texts/s one per call.
+    ceiling = [r["bare_batched_tps"] / (1e3 / bare) for r, bare in zip(rounds, bare_round_p50)]
+    out = {"bare_onnxruntime": {**percentiles([s for r in rounds for s in r["bare"]]),
+                                "round_p50": [round(v, 3) for v in bare_round_p50],
+                                f"batch{BATCH_CEILING}_vs_batch1_texts_per_s": _median_spread(ceiling)},
+           "servers": {}, "comparisons": {}}
+    for name in names:
+        levels_out = {}
+        for concurrency in levels:
+            runs = [r["servers"][name][concurrency] for r in rounds]
+            samples = [s for run in runs for s in run["latencies"]]
+            levels_out[concurrency] = {
+                "requests": len(samples), "errors": sum(run["errors"] for run in runs),
+                "throughput_rps": round(len(samples) / sum(run["wall_s"] for run in runs), 1),
+                "round_throughput_rps": [round(len(run["latencies"]) / run["wall_s"], 1) for run in runs],
+                "round_p50": [round(statistics.median(run["latencies"]), 3) for run in runs],
+                **percentiles(samples)}
+        out["servers"][name] = {"levels": levels_out, **memory[name]}
+    for name in names:
+        comparisons = {}
+        if 1 in levels:
+            overhead = [statistics.median(r["servers"][name][1]["latencies"]) - bare for r, bare in zip(rounds, bare_round_p50)]
+            comparisons["c1_p50_minus_bare_ms"] = _median_spread(overhead)
+        if 16 in levels and "baseline" in names and name != "baseline":
+            gain = [_throughput(r["servers"][name][16]) / _throughput(r["servers"]["baseline"][16]) for r in rounds]
+            comparisons["c16_throughput_vs_baseline"] = _median_spread(gain)
+        out["comparisons"][name] = comparisons
+    return out
+
+
+def _throughput(run: dict) -> float:
+    return len(run["latencies"]) / run["wall_s"]
+
+
+def _median_spread(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3),
+            "rounds": [round(v, 3) for v in values]}
+
+
+def print_table(summary: dict, seq_len: int, model: str, rounds: int) -> None:
+    bare = summary["bare_onnxruntime"]
+    print(f"\nbare ONNX Runtime ({model}, batch 1, sequence {seq_len}): p50 {bare['p50']} ms, p95 {bare['p95']} ms "
+          f"(round p50s {', '.join(f'{v:.2f}' for v in bare['round_p50'])})")
     header = f"{'server':<10} {'conc':>5} {'requests':>9} {'errors':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8}"
     print(header + f"  {'RSS MiB (warm -> end)':>22}")
     print("-" * (len(header) + 24))
-    for name, result in results.items():
+    for name, result in summary["servers"].items():
         memory = f"{result['rss_after_warmup_mib']} -> {result['rss_after_run_mib']}"
         for concurrency, row in result["levels"].items():
             print(f"{name:<10} {concurrency:>5} {row['requests']:>9} {row['errors']:>7} {row['p50']:>8} {row['p95']:>8} "
                   f"{row['p99']:>8} {row['throughput_rps']:>8}  {memory:>22}")
-    base = results.get("baseline", {}).get("levels", {})
-    for name in ("reference", "triton"):
-        levels = results.get(name, {}).get("levels", {})
-        if 16 in levels and 16 in base:
-            print(f"{name} vs baseline at concurrency 16: {levels[16]['throughput_rps'] / base[16]['throughput_rps']:.2f}x throughput")
-        if 1 in levels:
-            print(f"{name} at concurrency 1: p50 {levels[1]['p50']} ms = bare ONNX Runtime + "
-                  f"{levels[1]['p50'] - bare['p50']:.2f} ms")
+    print(f"\nwithin-round comparisons, median over {rounds} rounds [min, max]:")
+    c = bare[f"batch{BATCH_CEILING}_vs_batch1_texts_per_s"]
+    print(f"  bare ONNX Runtime texts/s at batch {BATCH_CEILING} / at batch 1: {c['median']:.2f}x [{c['min']:.2f}, "
+          f"{c['max']:.2f}] (the model's own batching gain on this machine)")
+    for name, comparisons in summary["comparisons"].items():
+        if "c1_p50_minus_bare_ms" in comparisons:
+            c = comparisons["c1_p50_minus_bare_ms"]
+            print(f"  {name:<10} concurrency 1 p50 - bare ONNX Runtime p50: {c['median']:+.2f} ms [{c['min']:+.2f}, {c['max']:+.2f}]")
+        if "c16_throughput_vs_baseline" in comparisons:
+            c = comparisons["c16_throughput_vs_baseline"]
+            print(f"  {name:<10} concurrency 16 throughput / baseline's: {c['median']:.2f}x [{c['min']:.2f}, {c['max']:.2f}]")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path)
-    parser.add_argument("--requests", type=int, default=5000, help="requests per server and concurrency level")
+    parser.add_argument("--requests", type=int, default=5000, help="requests per server and concurrency level, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--lengths", default="128", help="128 (fill the window) or real (sentences as they are)")
     parser.add_argument("--servers", default="reference,triton,baseline")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads of the reference servers")
-    parser.add_argument("--max-seconds", type=float, default=900, help="stop sending after this long, overall")
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads of the reference servers and the bare call")
+    parser.add_argument("--max-seconds", type=float, default=1200, help="stop sending after this long, overall")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
-    deadline = time.monotonic() + args.max_seconds
+    names = args.servers.split(",")
+    unknown = sorted(set(names) - set(SERVERS))
+    if unknown:
+        parser.error(f"unknown server(s) {unknown}; choose from {sorted(SERVERS)}")
     texts = texts_for(args.bundle, args.lengths, max(args.requests, WARMUP_REQUESTS))
     print(f"serve_load {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, bundle {args.bundle}, "
-          f"{args.requests} requests per level, concurrency {levels}, lengths {args.lengths}")
-    results = {}
-    for name in args.servers.split(","):
-        if name == "reference":
-            results[name] = http_server(args.bundle, args, texts, levels, deadline, ["--max-batch", "32", "--max-delay-ms", "5"])
-        elif name == "baseline":
-            results[name] = http_server(args.bundle, args, texts, levels, deadline, ["--max-batch", "1", "--max-delay-ms", "0"])
-        elif name == "triton":
-            results[name] = triton_server(args.bundle, args, texts, levels, deadline)
-        print(f"{name}: done", flush=True)
-    bare = bare_onnxruntime(args.bundle, args, texts)
-    print_table(results, bare)
+          f"{args.requests} requests per server and level in {args.rounds} rounds, concurrency {levels}, "
+          f"lengths {args.lengths}", flush=True)
+    with contextlib.ExitStack() as stack:
+        targets = {name: stack.enter_context(SERVERS[name](args.bundle, args)) for name in names}
+        deadline = time.monotonic() + args.max_seconds
+        for target in targets.values():  # warm-up at the highest concurrency: full batches
+            target.run(texts[:WARMUP_REQUESTS], max(levels), deadline)
+        memory = {name: {"rss_after_warmup_mib": round(_rss_kib(t.pid) / 1024, 1)} for name, t in targets.items()}
+        bare = BareOnnxRuntime(args.bundle, args.threads, texts)
+        raw = run_rounds(targets, bare, texts, levels, args, deadline)
+        for name, target in targets.items():
+            memory[name]["rss_after_run_mib"] = round(_rss_kib(target.pid) / 1024, 1)
+    summary = summarise(raw, names, levels, memory)
+    print_table(summary, bare.seq_len, bare.engine.model_file, args.rounds)
     if args.json:
-        args.json.write_text(json.dumps({"bare_onnxruntime": bare, "servers": results}, indent=2))
-    return 1 if any(r["errors"] for s in results.values() for r in s["levels"].values()) else 0
+        args.json.write_text(json.dumps({"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M"),
+                                         **summary}, indent=2))
+    return 1 if any(row["errors"] for s in summary["servers"].values() for row in s["levels"].values()) else 0
 
 
 if __name__ == "__main__":
