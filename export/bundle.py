@@ -318,7 +318,7 @@ def write_triton_repository(
     onnx_file: str = "model.int8.onnx",
     max_batch_size: int = 32,
     preferred_batch_sizes=(8, 32),
-    max_queue_delay_us: int = 1000,
+    max_queue_delay_us: int = 0,
     instances: int = 1,
     threads: int | None = None,
 ) -> Path:

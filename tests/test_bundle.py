@@ -92,6 +92,8 @@ def test_fresh_bundle_verifies_with_grid_and_skips_gpu_cleanly(built):
         cells = result["latency_grid"][key]
         assert [(c["batch_size"], c["seq_len"]) for c in cells] == [(1, 8), (1, 16), (2, 8), (2, 16)]
         assert all(0 < c["p50"] <= c["p95"] <= c["p99"] and c["runs"] == 3 for c in cells)
+        # timed in rounds over the whole grid: 3 runs = 3 rounds of 1, p50 = median of the round medians
+        assert all(c["rounds"] == 3 and c["spread"][0] <= c["p50"] <= c["spread"][1] for c in cells)
     if CUDA_EP:  # the fp16 graph on the CUDA execution provider, through IOBinding
         assert result["gpu"]["status"] == "measured" and result["gpu"]["provider"] == "CUDAExecutionProvider"
         assert result["gpu"]["parity_max_abs_diff"] <= result["gpu"]["parity_atol"]
@@ -265,7 +267,7 @@ def test_triton_config_parses_against_tritons_schema(built):
     assert (model_dir / output.label_filename).read_text().splitlines() == ["LABEL_0", "LABEL_1"]
     assert config.HasField("dynamic_batching")
     assert list(config.dynamic_batching.preferred_batch_size) == [8, 32]
-    assert config.dynamic_batching.max_queue_delay_microseconds == 1000
+    assert config.dynamic_batching.max_queue_delay_microseconds == 0  # batches form from the queue, no wait
     assert [(g.kind, g.count) for g in config.instance_group] == [(ModelInstanceGroup.KIND_CPU, 1)]
     assert {k: v.string_value for k, v in config.parameters.items()} == {
         "intra_op_thread_count": "1", "inter_op_thread_count": "1", "execution_mode": "0"}
