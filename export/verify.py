@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 if __package__:  # imported as distilprune.export.verify
     from distilprune.export.runtime import (
         available_threads, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
-        sha256_file, time_ms,
+        percentiles, sha256_file, time_ms, time_samples,
         write_atomic,
     )
 else:  # run as a script: the copy inside a bundle (runtime.py copied beside it as verify_runtime.py)
@@ -36,13 +37,13 @@ else:  # run as a script: the copy inside a bundle (runtime.py copied beside it 
     try:
         from verify_runtime import (
             available_threads, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
-        sha256_file, time_ms,
+        percentiles, sha256_file, time_ms, time_samples,
             write_atomic,
         )
     except ImportError:  # export/verify.py run from a source checkout, beside runtime.py
         from runtime import (
             available_threads, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
-        sha256_file, time_ms,
+        percentiles, sha256_file, time_ms, time_samples,
             write_atomic,
         )
 
@@ -463,6 +464,7 @@ def verify_bundle(
     grid: bool = True,
     gpu: bool = True,
     measured: dict[str, list[dict]] | None = None,
+    rounds: int = 5,
 ) -> dict:
     """Run every check on ``bundle`` and return ``{"ok", "checks", "latency_grid", "gpu", "machine"}``.
 
@@ -473,6 +475,7 @@ def verify_bundle(
         gpu: also verify on CUDA when available (False: recorded as skipped).
         measured: a latency grid already measured for these very files ({"onnx_int8": [cells]}, as the
             export's timing rounds write it); the budget check reads its cell instead of timing again.
+        rounds: the grid is timed in this many rounds over all cells and models, ``runs`` split over them.
 
     Raises:
         BundleError: ``bundle`` is not a bundle directory, or onnxruntime is missing.
@@ -507,7 +510,8 @@ def verify_bundle(
     measured = dict(measured or {})
     if grid:
         _measure_grid(bundle, sessions, grid_sizes, threads, warmup, runs, vocab, measured, checks,
-                      f"; sequence lengths {too_long} skipped (over max_position_embeddings={max_positions})" if too_long else "")
+                      f"; sequence lengths {too_long} skipped (over max_position_embeddings={max_positions})" if too_long else "",
+                      rounds)
 
     _check_budget(spec, budget_ms, measured, sessions, threads, warmup, runs, vocab, checks)
 
@@ -519,32 +523,65 @@ def verify_bundle(
         "bundle": str(bundle),
         "checks": checks.items,
         "predictions": predictions,
-        "latency_setup": {"threads": threads, "warmup": warmup, "runs": runs, "inputs": "random token ids, full attention mask", **grid_sizes},
+        "latency_setup": {"threads": threads, "warmup": warmup, "runs": runs, "rounds": min(rounds, runs),
+                          "p50": "median of the round medians", "inputs": "random token ids, full attention mask", **grid_sizes},
         "latency_grid": measured,
         "gpu": gpu_result,
         "machine": machine,
     }
 
 
+# A machine can change speed for seconds at a time (another tenant's load on the host), so one
+# process timing each cell once can land wholly in a slow or a fast stretch. The grid is therefore
+# timed in rounds: every round passes over every cell and model (smallest cells first) with its
+# share of the runs, so each cell's rounds are spread over the whole measurement.
+TWO_SPEEDS = 1.25  # round medians of one cell further apart than this (max / min): flagged
+
+
 def _measure_grid(bundle: Path, sessions: dict, grid_sizes: dict, threads: int, warmup: int, runs: int, vocab: int,
-                  measured: dict, checks: _Checks, note: str) -> None:
-    """Time every grid cell of both models into ``measured`` and record the "latency grid" check."""
-    errors = []
+                  measured: dict, checks: _Checks, note: str, rounds: int = 1) -> None:
+    """Time every grid cell of both models in ``rounds`` rounds into ``measured``; record the "latency grid" check.
+
+    Per cell: p50 = median of the round medians, ``spread`` = their min and max, p95/p99 over all samples.
+    """
+    errors: dict[tuple, str] = {}
     cells = sorted(((b, q) for b in grid_sizes["batch_sizes"] for q in grid_sizes["seq_lens"]), key=lambda c: c[0] * c[1])
-    # Cell by cell, smallest first, both models at each cell: a small cell timed right after large
-    # batches ran about 30% slower (2 cores), whichever model ran them.
-    for batch_size, seq_len in cells:
-        for key, session in sessions.items():
-            try:
-                measured.setdefault(key, []).extend(latency_grid(bundle / MODELS[key], [batch_size], [seq_len],
-                                                                 threads, warmup, runs, vocab, session=session))
-            except Exception as error:  # a shape the model rejects is a finding, not a crash
-                errors.append(f"{MODELS[key]} at batch {batch_size}, sequence {seq_len}: {str(error).strip()[:300]}")
+    rounds = min(rounds, runs)  # at least one timed run per round
+    per_round = -(-runs // rounds)
+    samples: dict[tuple, list[list[float]]] = {}
+    # Smallest cells first in every round: a small cell timed right after large batches ran slower
+    # (2 cores), whichever model ran them.
+    for index in range(rounds):
+        for batch_size, seq_len in cells:
+            input_ids, attention_mask = random_inputs(batch_size, seq_len, vocab)
+            for key, session in sessions.items():
+                if (key, batch_size, seq_len) in errors:
+                    continue
+                try:
+                    feed = session_feed(session, input_ids, attention_mask)
+                    taken = time_samples(lambda: session.run(None, feed), warmup if index == 0 else min(warmup, 2), per_round)
+                except Exception as error:  # a shape the model rejects is a finding, not a crash
+                    errors[(key, batch_size, seq_len)] = (f"{MODELS[key]} at batch {batch_size}, sequence {seq_len}: "
+                                                          f"{str(error).strip()[:300]}")
+                    continue
+                samples.setdefault((key, batch_size, seq_len), []).append(taken)
+    two_speeds = []
+    for (key, batch_size, seq_len), taken in samples.items():
+        medians = [statistics.median(r) for r in taken]
+        cell = {"batch_size": batch_size, "seq_len": seq_len, **percentiles([t for r in taken for t in r]),
+                "p50": round(statistics.median(medians), 3), "rounds": len(medians),
+                "spread": [round(min(medians), 3), round(max(medians), 3)]}
+        measured.setdefault(key, []).append(cell)
+        if min(medians) > 0 and max(medians) / min(medians) > TWO_SPEEDS:
+            two_speeds.append(f"{MODELS[key]} {batch_size}x{seq_len} {min(medians):.2f}-{max(medians):.2f} ms")
     count = sum(len(v) for v in measured.values())
     missing = [MODELS[k] for k in MODELS if k not in sessions]
     ok = not errors and not missing
-    checks.add("latency grid", ok, f"{count} cells measured ({threads} thread{'s' if threads != 1 else ''}, {warmup} warmup, {runs} runs){note}" if ok
-               else "; ".join(errors + [f"{m} could not be loaded" for m in missing]))
+    speeds = (f"; round medians more than {TWO_SPEEDS}x apart (the machine changed speed while timing; rerun, or "
+              f"use more --rounds): {', '.join(two_speeds)}") if two_speeds else ""
+    checks.add("latency grid", ok, f"{count} cells measured ({threads} thread{'s' if threads != 1 else ''}, {warmup} warmup, "
+                                   f"{runs} runs in {rounds} round{'s' if rounds != 1 else ''}){note}{speeds}" if ok
+               else "; ".join(list(errors.values()) + [f"{m} could not be loaded" for m in missing]))
 
 
 def _check_budget(spec, budget_ms, measured, sessions, threads, warmup, runs, vocab, checks: _Checks) -> None:
@@ -608,10 +645,11 @@ def format_prediction(item: dict) -> str:
 
 def format_grid(measured: dict[str, list[dict]]) -> list[str]:
     """A plain-text latency table: one line per format x batch x sequence."""
-    lines = [f"{'model':<16}{'batch':>6}{'seq':>6}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}"]
+    lines = [f"{'model':<16}{'batch':>6}{'seq':>6}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}  round p50 spread ms"]
     for key, cells in measured.items():
         for c in cells:
-            lines.append(f"{key:<16}{c['batch_size']:>6}{c['seq_len']:>6}{c['p50']:>10.3f}{c['p95']:>10.3f}{c['p99']:>10.3f}")
+            spread = f"  {c['spread'][0]:.3f}-{c['spread'][1]:.3f}" if c.get("spread") else ""
+            lines.append(f"{key:<16}{c['batch_size']:>6}{c['seq_len']:>6}{c['p50']:>10.3f}{c['p95']:>10.3f}{c['p99']:>10.3f}{spread}")
     return lines
 
 
@@ -619,18 +657,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path, help="the bundle directory (holds model.onnx and manifest.json)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: CPUs available)")
-    parser.add_argument("--runs", type=int, default=20, help="timed runs per latency cell")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per latency cell (over all rounds)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="time the grid in this many rounds over all cells, the runs split over them (p50 = median of round medians)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs before each latency cell")
     parser.add_argument("--budget-ms", type=float, default=None, help="INT8 p95 budget in ms (overrides the bundle's)")
     parser.add_argument("--no-grid", action="store_true", help="skip the latency grid")
     parser.add_argument("--no-gpu", action="store_true", help="skip the CUDA check even where CUDA is available")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the full result as JSON")
     args = parser.parse_args(argv)
-    if args.threads is not None and args.threads < 1 or args.runs < 1 or args.warmup < 0:
-        print("error: --threads and --runs must be at least 1 and --warmup at least 0.", file=sys.stderr)
+    if args.threads is not None and args.threads < 1 or args.runs < 1 or args.rounds < 1 or args.warmup < 0:
+        print("error: --threads, --runs and --rounds must be at least 1 and --warmup at least 0.", file=sys.stderr)
         return 2
     try:
-        result = verify_bundle(args.bundle, args.threads, args.warmup, args.runs, args.budget_ms, not args.no_grid, not args.no_gpu)
+        result = verify_bundle(args.bundle, args.threads, args.warmup, args.runs, args.budget_ms, not args.no_grid,
+                               not args.no_gpu, rounds=args.rounds)
     except BundleError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
