@@ -81,6 +81,22 @@ def _line(out: str, name: str) -> str:
 # ------------------------------------------------------------------ verification, good and bad
 
 
+def test_verifier_names_cells_whose_rounds_ran_at_two_speeds(built, monkeypatch):
+    """The machine switching speed mid-measurement shows as round medians far apart, and is named."""
+    calls = {"n": 0}
+
+    def two_speed_samples(fn, warmup, runs):  # first round of every cell 1 ms, later rounds 2 ms
+        calls["n"] += 1
+        return [1.0 if calls["n"] <= 8 else 2.0] * runs  # 4 grid cells x 2 models in the first round
+
+    monkeypatch.setattr(V, "time_samples", two_speed_samples)
+    result = V.verify_bundle(built, threads=1, warmup=0, runs=4, rounds=4)
+    (grid,) = [c for c in result["checks"] if c["name"] == "latency grid"]
+    assert grid["ok"] and "more than 1.25x apart" in grid["detail"] and "model.int8.onnx 1x8 1.00-2.00 ms" in grid["detail"]
+    cell = result["latency_grid"]["onnx_int8"][0]
+    assert cell["spread"] == [1.0, 2.0] and cell["p50"] == 2.0 and cell["rounds"] == 4  # median of 1, 2, 2, 2
+
+
 def test_fresh_bundle_verifies_with_grid_and_skips_gpu_cleanly(built):
     result = V.verify_bundle(built, threads=1, warmup=1, runs=3)
     assert result["ok"], [c for c in result["checks"] if not c["ok"]]
