@@ -2,7 +2,7 @@
 
     distilprune train recipe=quickstart [key=value ...]    # same as python train/distill.py ...
     distilprune export runs/<recipe>/<time> [--checkpoint NAME] [--threads N] [--runs N]
-    distilprune verify <bundle dir> [--threads N] [--runs N]
+    distilprune verify <bundle dir> [--threads N] [--runs N] [--rounds N]
     distilprune pareto runs/<recipe>/<time> [...] [--out DIR]
     distilprune serve <bundle dir> [--host 127.0.0.1 --port 8000 --max-batch 32 --max-delay-ms 5 --threads N]
     distilprune recipes
