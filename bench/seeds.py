@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.reports is None and not any(a.startswith("recipe=") for a in args.recipe_args):
         parser.error("give recipe=NAME (and overrides) to run, or --reports to aggregate finished runs")
+    missing = [str(p) for p in args.reports or [] if not Path(p).is_file()]
+    if missing:
+        parser.error(f"no such report file: {', '.join(missing)}; give the report.json of finished runs "
+                     "(runs/<recipe>/<time>/report.json)")
     paths = args.reports or [_run_seed(args.recipe_args, seed) for seed in args.seeds]
     summary = aggregate([json.loads(Path(p).read_text()) for p in paths])
     out = args.out or ROOT / "runs" / "seeds" / time.strftime("%Y%m%d-%H%M%S")
