@@ -1,6 +1,6 @@
 """Load test of a bundle's servers on this machine (127.0.0.1 only, bounded by count and time).
 
-    python bench/serve_load.py <bundle> [--requests 5000] [--rounds 5] [--concurrency 1,4,16,64]
+    python bench/serve_load.py <bundle> [--requests 5000] [--rounds 10] [--concurrency 1,4,16,64]
                                [--lengths 128] [--servers reference,triton,baseline] [--threads 2]
                                [--max-seconds 1200] [--json results.json]
 
@@ -21,14 +21,17 @@ test-split review sentences; --lengths 128 joins consecutive sentences until the
 sends each sentence as it is.
 
 Why rounds: on a small shared machine the same ONNX Runtime call moves by tens of percent between
-minutes, so a server measured now and a baseline measured five minutes later give ratios that do
-not repeat. Each of --rounds rounds therefore times the bare call, then every concurrency level
-against every server in turn (--requests / --rounds requests each, after a short re-warm), the
-server order rotating between rounds. Per server and level the table gives p50/p95/p99 over all
-samples (ms, client side), throughput (requests / seconds spent sending them), errors, and the
-server's resident memory (all its processes) after warm-up and at the end. The comparisons
-(concurrency-1 p50 minus the bare call's p50, concurrency-16 throughput over the baseline's) are
-taken within each round and reported as the median over rounds with their min-max.
+seconds and minutes (docs/results.md, "This machine runs at two speeds"), so a server measured now
+and a baseline measured a minute later give ratios that do not repeat. Each of --rounds rounds
+therefore times every concurrency level against every server in turn (--requests / --rounds
+requests each, after a short re-warm), the server order rotating between rounds; at concurrency 1
+the requests alternate with bare calls in blocks of 20, so each server's overhead over the bare
+call is taken over the same stretches of time. Per server and level the table gives p50/p95/p99
+over all samples (ms, client side), throughput (requests / seconds spent sending them), errors,
+and the server's resident memory (all its processes) after warm-up and at the end. The
+comparisons (concurrency-1 p50 minus the bare call's p50, concurrency-16 throughput over the
+baseline's, the bare model's batch-16 gain) are taken within each round and reported as the
+median over rounds with their min-max.
 """
 
 from __future__ import annotations
@@ -50,9 +53,10 @@ from distilprune.export.serving.runtime import BundleRuntime
 from distilprune.export.serving.triton_local import LocalTriton, free_port
 
 WARMUP_REQUESTS = 200
-REWARM_REQUESTS = 20  # at least, per server and level (two per client thread), untimed, before each round's timed requests
-BARE_CALLS = 200  # timed bare ONNX Runtime calls per round (after 20 untimed)
-BATCH_CEILING = 16  # batch size of the bare model's batching ceiling (the concurrency of the throughput check)
+REWARM_REQUESTS = 8  # at least, per server and level (one per client thread), untimed, before each round's timed requests
+BARE_CALLS = 200  # distinct texts the bare call cycles through
+BATCH_CEILING = 16  # batch size of the bare model's batching gain (the concurrency of the throughput check)
+BLOCK = 20  # concurrency 1: server requests and bare calls alternate in blocks of this many
 
 
 def texts_for(bundle: Path, lengths: str, count: int) -> list[str]:
@@ -190,44 +194,75 @@ class BareOnnxRuntime:
         self.engine = BundleRuntime(bundle, threads=threads)
         self.encoded = [self.engine.encode([t]) for t in texts[:BARE_CALLS]]
         self.seq_len = int(self.encoded[0].input_ids.shape[1])
-
-    def round(self) -> list[float]:
+        self.cursor = 0
         for item in self.encoded[:20]:
             self.engine.infer(item)
+
+    def calls(self, count: int) -> list[float]:
+        """``count`` timed one-text calls (ms), cycling through the encoded texts."""
         samples = []
-        for item in self.encoded:
+        for index in range(count):
+            item = self.encoded[(self.cursor + index) % len(self.encoded)]
             start = time.perf_counter()
             self.engine.infer(item)
             samples.append((time.perf_counter() - start) * 1e3)
+        self.cursor += count
         return samples
 
-    def batched_texts_per_second(self, texts: list[str], batch_size: int = BATCH_CEILING, calls: int = 10) -> float:
-        """Texts per second of the bare model at ``batch_size`` texts per call: the most a batching server
-        can gain over one text per call (before its own per-request costs)."""
-        batch = self.engine.encode(texts[:batch_size])
+    def batching_gain(self, texts: list[str], repeats: int = 5) -> float:
+        """Texts/s of the bare model at BATCH_CEILING texts per call over texts/s one text per call, the two
+        alternated call by call (same texts): the most a batching server can gain, before its own costs."""
+        batch, singles = self.engine.encode(texts[:BATCH_CEILING]), self.encoded[:BATCH_CEILING]
         self.engine.infer(batch)
-        start = time.perf_counter()
-        for _ in range(calls):
+        batched = single = 0.0
+        for _ in range(repeats):
+            start = time.perf_counter()
             self.engine.infer(batch)
-        return batch_size * calls / (time.perf_counter() - start)
+            batched += time.perf_counter() - start
+            start = time.perf_counter()
+            for item in singles:
+                self.engine.infer(item)
+            single += time.perf_counter() - start
+        return single / batched
+
+
+def alternate_with_bare(target: Target, bare: BareOnnxRuntime, texts: list[str], deadline: float) -> tuple[dict, list[float]]:
+    """Concurrency 1, in blocks of BLOCK requests each followed by BLOCK bare calls: both sample the
+    same stretches of time, so a change of machine speed lands on both alike."""
+    run = {"latencies": [], "errors": 0, "wall_s": 0.0}
+    beside: list[float] = []
+    for start in range(0, len(texts), BLOCK):
+        block = target.run(texts[start : start + BLOCK], 1, deadline)
+        run["latencies"] += block["latencies"]
+        run["errors"] += block["errors"]
+        run["wall_s"] += block["wall_s"]
+        beside += bare.calls(len(block["latencies"]))
+    return run, beside
 
 
 def run_rounds(targets: dict[str, Target], bare: BareOnnxRuntime, texts: list[str], levels: list[int],
                args, deadline: float) -> dict:
-    """Every round: the bare call, then each level against each server (order rotating). Raw samples per round."""
+    """Every round: each level against each server (order rotating), concurrency 1 alternating with the
+    bare call; plus the bare model's batching gain. Raw samples per round."""
     per_round = max(1, args.requests // args.rounds)
     names = list(targets)
     rounds = []
     for index in range(args.rounds):
-        record = {"bare": bare.round(), "bare_batched_tps": bare.batched_texts_per_second(texts),
+        record = {"bare_batching_gain": bare.batching_gain(texts), "bare_beside": {},
                   "servers": {name: {} for name in names}}
         order = names[index % len(names):] + names[:index % len(names)]
         for concurrency in levels:
             for name in order:
                 offset = (index * per_round) % len(texts)
                 chunk = (texts[offset:] + texts[:offset])[:per_round]
-                targets[name].run(texts[:max(REWARM_REQUESTS, 2 * concurrency)], concurrency, deadline)
-                record["servers"][name][concurrency] = targets[name].run(chunk, concurrency, deadline)
+                targets[name].run(texts[:max(REWARM_REQUESTS, concurrency)], concurrency, deadline)
+                if concurrency == 1:
+                    run, record["bare_beside"][name] = alternate_with_bare(targets[name], bare, chunk, deadline)
+                else:
+                    run = targets[name].run(chunk, concurrency, deadline)
+                record["servers"][name][concurrency] = run
+        if not record["bare_beside"]:
+            record["bare_beside"]["alone"] = bare.calls(BARE_CALLS)
         rounds.append(record)
         print(f"round {index + 1}/{args.rounds} done", flush=True)
     return {"rounds": rounds}
@@ -235,11 +270,11 @@ def run_rounds(targets: dict[str, Target], bare: BareOnnxRuntime, texts: list[st
 
 def summarise(raw: dict, names: list[str], levels: list[int], memory: dict) -> dict:
     rounds = raw["rounds"]
-    bare_round_p50 = [statistics.median(r["bare"]) for r in rounds]
+    bare_samples = [[t for samples in r["bare_beside"].values() for t in samples] for r in rounds]
     # The bare model's own batching gain: texts/s at BATCH_CEILING per call over texts/s one per call.
-    ceiling = [r["bare_batched_tps"] / (1e3 / bare) for r, bare in zip(rounds, bare_round_p50)]
-    out = {"bare_onnxruntime": {**percentiles([s for r in rounds for s in r["bare"]]),
-                                "round_p50": [round(v, 3) for v in bare_round_p50],
+    ceiling = [r["bare_batching_gain"] for r in rounds]
+    out = {"bare_onnxruntime": {**percentiles([t for samples in bare_samples for t in samples]),
+                                "round_p50": [round(statistics.median(samples), 3) for samples in bare_samples],
                                 f"batch{BATCH_CEILING}_vs_batch1_texts_per_s": _median_spread(ceiling)},
            "servers": {}, "comparisons": {}}
     for name in names:
@@ -257,7 +292,9 @@ def summarise(raw: dict, names: list[str], levels: list[int], memory: dict) -> d
     for name in names:
         comparisons = {}
         if 1 in levels:
-            overhead = [statistics.median(r["servers"][name][1]["latencies"]) - bare for r, bare in zip(rounds, bare_round_p50)]
+            # each server's concurrency-1 p50 against the bare calls alternated with its own requests
+            overhead = [statistics.median(r["servers"][name][1]["latencies"]) - statistics.median(r["bare_beside"][name])
+                        for r in rounds]
             comparisons["c1_p50_minus_bare_ms"] = _median_spread(overhead)
         if 16 in levels and "baseline" in names and name != "baseline":
             gain = [_throughput(r["servers"][name][16]) / _throughput(r["servers"]["baseline"][16]) for r in rounds]
@@ -304,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--requests", type=int, default=5000, help="requests per server and concurrency level, over all rounds")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--lengths", default="128", help="128 (fill the window) or real (sentences as they are)")
     parser.add_argument("--servers", default="reference,triton,baseline")

@@ -29,26 +29,29 @@ def test_serve_load_compares_servers_within_each_round():
     # Round 1 is a slow machine state (everything 2x), round 2 a fast one: pooled medians would mix
     # the states; per-round comparisons do not.
     rounds = [
-        {"bare": [8.0, 8.0, 8.0], "bare_batched_tps": 250.0, "servers": {
+        {"bare_batching_gain": 1.2, "bare_beside": {"reference": [8.0, 8.0, 8.0], "baseline": [9.0, 9.0, 9.0]},
+         "servers": {
             "reference": {1: _run([10.0, 10.0, 10.0], 1.0), 16: _run([1.0] * 300, 1.0)},
             "baseline": {1: _run([12.0, 12.0, 12.0], 1.0), 16: _run([1.0] * 100, 1.0)}}},
-        {"bare": [4.0, 4.0, 4.0], "bare_batched_tps": 375.0, "servers": {
+        {"bare_batching_gain": 1.4, "bare_beside": {"reference": [4.0, 4.0, 4.0], "baseline": [4.0, 4.0, 4.0]},
+         "servers": {
             "reference": {1: _run([5.0, 5.0, 5.0], 1.0), 16: _run([1.0] * 400, 1.0)},
             "baseline": {1: _run([6.0, 6.0, 6.0], 1.0, errors=1), 16: _run([1.0] * 200, 1.0)}}},
     ]
     memory = {name: {"rss_after_warmup_mib": 100.0, "rss_after_run_mib": 101.0} for name in ("reference", "baseline")}
     summary = serve_load.summarise({"rounds": rounds}, ["reference", "baseline"], [1, 16], memory)
     reference = summary["comparisons"]["reference"]
+    # each server against the bare calls taken beside its own requests, round by round
     assert reference["c1_p50_minus_bare_ms"]["rounds"] == [2.0, 1.0]
+    assert summary["comparisons"]["baseline"]["c1_p50_minus_bare_ms"]["rounds"] == [3.0, 2.0]
     assert reference["c1_p50_minus_bare_ms"]["median"] == pytest.approx(1.5)
     assert reference["c16_throughput_vs_baseline"]["rounds"] == [3.0, 2.0]
     assert "c16_throughput_vs_baseline" not in summary["comparisons"]["baseline"]
     level = summary["servers"]["reference"]["levels"][16]
     assert level["requests"] == 700 and level["throughput_rps"] == 350.0 and level["round_throughput_rps"] == [300.0, 400.0]
     assert summary["servers"]["baseline"]["levels"][1]["errors"] == 1
-    assert summary["bare_onnxruntime"]["round_p50"] == [8.0, 4.0]
-    # 250 texts/s batched against 125 one at a time (8 ms), then 375 against 250 (4 ms)
-    assert summary["bare_onnxruntime"]["batch16_vs_batch1_texts_per_s"]["rounds"] == [2.0, 1.5]
+    assert summary["bare_onnxruntime"]["round_p50"] == [8.5, 4.0]
+    assert summary["bare_onnxruntime"]["batch16_vs_batch1_texts_per_s"]["median"] == pytest.approx(1.3)
 
 
 def _echo_model(path: Path) -> Path:
