@@ -2,6 +2,7 @@
 
     python bench/serve_load.py <bundle> [--requests 5000] [--rounds 10] [--concurrency 1,4,16,64]
                                [--lengths 128] [--servers reference,triton,baseline] [--threads 2]
+                               [--variant NAME="SERVE OPTIONS" ...]
                                [--max-seconds 1200] [--json results.json]
 
 Servers, all started here on free ports at once, given the same texts by the same client code
@@ -345,21 +346,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--lengths", default="128", help="128 (fill the window) or real (sentences as they are)")
     parser.add_argument("--servers", default="reference,triton,baseline")
+    parser.add_argument("--variant", action="append", default=[], metavar='NAME="SERVE OPTIONS"',
+                        help='one more `distilprune serve` configuration to load alongside, e.g. '
+                             'b8="--max-batch 8 --max-delay-ms 2" or t1="--threads 1" (repeatable)')
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads of the reference servers and the bare call")
     parser.add_argument("--max-seconds", type=float, default=1200, help="stop sending after this long, overall")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
-    names = args.servers.split(",")
-    unknown = sorted(set(names) - set(SERVERS))
+    servers = dict(SERVERS)
+    for variant in args.variant:
+        name, _, options = variant.partition("=")
+        if not name or not options or name in servers:
+            parser.error(f"--variant {variant!r}: give NAME=\"OPTIONS\" with a new name, e.g. b8=\"--max-batch 8\"")
+        extra = options.split()
+        threads = int(extra[extra.index("--threads") + 1]) if "--threads" in extra else None
+        extra = [a for i, a in enumerate(extra) if a != "--threads" and (i == 0 or extra[i - 1] != "--threads")]
+        servers[name] = lambda bundle, args, extra=extra, threads=threads: http_server(bundle, threads or args.threads, extra)
+    names = args.servers.split(",") + [v.partition("=")[0] for v in args.variant]
+    unknown = sorted(set(names) - set(servers))
     if unknown:
-        parser.error(f"unknown server(s) {unknown}; choose from {sorted(SERVERS)}")
+        parser.error(f"unknown server(s) {unknown}; choose from {sorted(servers)}")
     texts = texts_for(args.bundle, args.lengths, max(args.requests, WARMUP_REQUESTS))
     print(f"serve_load {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, bundle {args.bundle}, "
           f"{args.requests} requests per server and level in {args.rounds} rounds, concurrency {levels}, "
           f"lengths {args.lengths}", flush=True)
     with contextlib.ExitStack() as stack:
-        targets = {name: stack.enter_context(SERVERS[name](args.bundle, args)) for name in names}
+        targets = {name: stack.enter_context(servers[name](args.bundle, args)) for name in names}
         deadline = time.monotonic() + args.max_seconds
         for target in targets.values():  # warm-up at the highest concurrency: full batches
             target.run(texts[:WARMUP_REQUESTS], max(levels), deadline)
