@@ -8,9 +8,10 @@ DataLoader threads, no PyTorch thread pool from the training loop, no idle ONNX 
 the accuracy passes. That child drives two timing processes of its own: the ONNX models are timed
 in one that imports only numpy and onnxruntime (this module and :mod:`distilprune.export.runtime`),
 as a serving process would; the PyTorch models (teacher, students) in another, with PyTorch's
-thread count set before the first forward. A process that has imported PyTorch and run it times
-ONNX Runtime INT8 models about a third faster than an onnxruntime-only process on the same machine
-(docs/results.md), so the two are kept apart.
+thread count set before the first forward. The two are kept apart so that the ONNX numbers come
+from the process a server runs and neither model's threads are alive while the other is timed.
+(The "PyTorch process times ONNX Runtime a third faster" effect once blamed for this was the
+machine changing speed between measurements; docs/results.md, "This machine runs at two speeds".)
 
 Cell by cell (the headline cell first), each round times every model of the cell once
 (``runs_per_round`` timed calls after a warmup), model after model, so a burst of load from elsewhere
