@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from distilprune.errors import ExportError
+from distilprune.export.layer_norm import lower_layer_norms
 from distilprune.export.runtime import make_session, replacing, run_logits, session_feed
 
 INPUT_NAMES = ["input_ids", "attention_mask"]  # + "token_type_ids" for a student with segment embeddings
@@ -80,6 +81,7 @@ class ExportedModel:
     int8_path: Path
     fused_ops: dict[str, int]  # fused node counts in the optimized fp32 graph
     quantized_ops: dict[str, int]  # MatMulInteger / DynamicQuantizeLinear counts in the INT8 graph
+    lowered_layer_norms: int = 0  # SkipLayerNormalization nodes rewritten as centred RMS norms (layer_norm.py)
 
 
 @contextlib.contextmanager
@@ -219,9 +221,13 @@ def check_fusion(path: Path, expected_attention: int) -> dict[str, int]:
 
 def export_student(
     model: nn.Module, directory: Path, opset: int = 17, require_attention_fusion: bool = True,
-    quantize: bool = True,
+    quantize: bool = True, layer_norm: str = "centered_rms",
 ) -> ExportedModel:
     """Write ``model.onnx`` (optimized fp32) and ``model.int8.onnx`` into ``directory``.
+
+    ``layer_norm="centered_rms"`` rewrites the fused LayerNorms for ONNX Runtime's faster CPU kernel
+    (:mod:`distilprune.export.layer_norm`) before any quantization, so every INT8 model inherits it;
+    ``"fused"`` keeps ``SkipLayerNormalization``.
 
     ``quantize=False`` stops after the fp32 model, for callers that quantize themselves (the run
     export's INT8 accuracy gate), so dynamic INT8 is not computed twice.
@@ -238,9 +244,10 @@ def export_student(
     expected = expected_fused_attention(model)
     if require_attention_fusion and expected is not None:
         check_fusion(fp32, expected)
+    lowered = lower_layer_norms(fp32) if layer_norm == "centered_rms" else 0
     int8 = directory / "model.int8.onnx"
     quantized = quantize_int8(fp32, int8) if quantize else {}
-    return ExportedModel(fp32, int8, fused, quantized)
+    return ExportedModel(fp32, int8, fused, quantized, lowered)
 
 
 def ort_session(path: Path, threads: int):

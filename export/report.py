@@ -84,6 +84,12 @@ def _latency_lines(report: dict) -> list[str]:
     ]
 
 
+def _layer_norm_note(ckpt: dict) -> str:
+    """Say when the fused LayerNorms were rewritten as centred RMS norms (export.layer_norm)."""
+    lowered = ckpt.get("layer_norm", {}).get("lowered", 0)
+    return f"; {lowered} SkipLayerNormalization rewritten as centred RMS norms (export.layer_norm)" if lowered else ""
+
+
 def _check_lines(report: dict) -> list[str]:
     checks = report.get("latency_checks") or {}
     found = list(checks.get("noisy", [])) + list(checks.get("smaller_but_slower", []))
@@ -133,7 +139,7 @@ def to_markdown(report: dict) -> str:
     for ckpt in report["checkpoints"]:
         lines.append(
             f"- `{ckpt['name']}`: ONNX fp32 vs PyTorch max |logit diff| = {ckpt['onnx_max_abs_diff']:.2e}; "
-            f"fused ops {ckpt.get('fused_ops', {})}; bundle `{ckpt['bundle']}`"
+            f"fused ops {ckpt.get('fused_ops', {})}{_layer_norm_note(ckpt)}; bundle `{ckpt['bundle']}`"
         )
     lines += (_difference_lines(report) + _metric_details(report) + _squad_details(report) + _grid_section(report)
               + _int8_section(report)

@@ -244,7 +244,7 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
     shutil.rmtree(staging, ignore_errors=True)
     console.print(f"[bold]Export[/bold] {name}: ONNX export, graph optimization (fusion check) ...")
     exported = export_student(student, staging, cfg.opset, require_attention_fusion=cfg.require_attention_fusion,
-                              quantize=False)  # the INT8 gate below writes model.int8.onnx
+                              quantize=False, layer_norm=cfg.layer_norm)  # the INT8 gate below writes model.int8.onnx
     fp32_session = ort_session(exported.fp32_path, cfg.threads)
     fp32, fp32_rows = _score(ctx, lambda loader: measure.rows_onnx(fp32_session, loader, task))
     max_diff = measure.max_abs_diff(fp32_rows, pt_rows)
@@ -282,6 +282,7 @@ def _export_checkpoint(ckpt_dir: Path, ctx: _Context, result: ExportResult) -> _
         "latency_ms": {}, "latency_grid": {},  # filled by the timing rounds
         "size_mb": {"onnx_fp32": round(file_mb(exported.fp32_path), 2), "onnx_int8": round(file_mb(exported.int8_path), 2)},
         "onnx_max_abs_diff": max_diff, "fused_ops": exported.fused_ops, "quantized_ops": gate["quantized_ops"],
+        "layer_norm": {"form": cfg.layer_norm, "lowered": exported.lowered_layer_norms},
         # per bundle file, what calibrate() chose for it on validation (QA: its "no answer" threshold)
         "calibration": _calibrations(fp32, int8, int8_scored) if task.calibrates else {},
         # reading answers from the logits (question answering), per question, apart from the model's time
