@@ -29,7 +29,9 @@ TINY_BUDGET = [
 
 @pytest.mark.e2e
 def test_quickstart_end_to_end_on_real_assets(tmp_path, launch):
-    result = launch("recipe=quickstart", f"output_dir={tmp_path}", *TINY_BUDGET, timeout=900)
+    # batch 32 left out of the grid (8 s of timing); every cell is timed by the same code
+    result = launch("recipe=quickstart", f"output_dir={tmp_path}", *TINY_BUDGET, "export.grid_batch_sizes=[1,8]",
+                    timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1].startswith("Report: ")
     report_path = Path(result.stdout.strip().splitlines()[-1].removeprefix("Report: "))
@@ -69,7 +71,7 @@ def test_quickstart_end_to_end_on_real_assets(tmp_path, launch):
         # a measured fp16 CUDA run where the CUDA execution provider works, else a clear skip line
         assert entry["gpu"]["status"] == "measured" if CUDA_EP else entry["gpu"]["status"].startswith("skipped: CUDA")
         cells = {(c["batch_size"], c["seq_len"]) for c in entry["latency_grid"]["onnx_int8"]}
-        assert cells == {(b, s) for b in (1, 8, 32) for s in (32, 128)}
+        assert cells == {(b, s) for b in (1, 8) for s in (32, 128)}
         assert entry["int8"]["attempts"][0]["method"] == "per_channel" and entry["int8"]["shipped"]
         files = {p.relative_to(Path(entry["bundle"])).as_posix() for p in Path(entry["bundle"]).rglob("*") if p.is_file()}
         assert {"input_spec.json", "parity.json", "manifest.json", "README.md", "verify_bundle.py",

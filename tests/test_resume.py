@@ -107,8 +107,9 @@ def test_sigkill_mid_pruning_then_resume_ends_identical(tiny_setup, straight_run
     assert (run_dir / "metrics" / "distill").is_dir()
     assert any(p.name.startswith("distill-resumed-") for p in (run_dir / "metrics").iterdir())
 
-    again = launch(f"resume={run_dir}")  # a finished run cannot be resumed over
-    assert again.returncode == 2 and "already finished" in again.stderr and "Traceback" not in again.stderr
+    if kill_after == 13 and not extra:  # once is enough: a finished run cannot be resumed over
+        again = launch(f"resume={run_dir}")
+        assert again.returncode == 2 and "already finished" in again.stderr and "Traceback" not in again.stderr
 
 
 def test_truncated_or_foreign_resume_checkpoint_is_a_clear_error(tiny_setup, tmp_path):
