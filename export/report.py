@@ -81,7 +81,26 @@ def _latency_lines(report: dict) -> list[str]:
         f"grid cells; {setup['warmup']} warmup calls before the first round, {setup['rewarm_calls']} (1 at the other "
         f"cells), for at least {setup.get('rewarm_seconds', 0)} s, before each later one; {setup.get('timing_seconds', '?')} s in all). p50 = {setup['p50']}; spread = {setup['spread']} (\"noisy\" when it exceeds "
         f"{100 * setup['noisy_spread']:.0f}% of the p50); p95 {setup['p95_p99']}; speedups = {setup['ratios']}.  ",
+        *_probe_lines(setup),
     ]
+
+
+def _probe_lines(setup: dict) -> list[str]:
+    """What the parallel-threads probe saw at the headline cell, and which rounds it kept."""
+    probe = setup.get("parallel_probe")
+    if not probe:
+        return []
+    cell = next((c for c in probe["cells"] if [c["batch_size"], c["seq_len"]] == [setup["batch_size"], setup["seq_len"]]),
+                probe["cells"][0])
+    speedups = ", ".join(f"{v:.2f}" for v in cell["speedups"])
+    kept, timed = len(cell["kept_rounds"]), len(cell["speedups"])
+    extra = (f" ({timed - setup['rounds']} more headline rounds were timed because the first {setup['rounds']} never "
+             f"ran in parallel)") if timed > setup["rounds"] else ""
+    verdict = (f"all {kept} rounds summarized" if kept == timed else
+               f"{kept} of {timed} rounds kept (within {probe['relative']}x of the best round's speedup; the others "
+               f"ran while the host did not run the threads in parallel)")
+    return [f"Parallel-threads probe (`{probe['model']}` on 1 thread and on {setup['threads']}, before and after each "
+            f"round): speedups {speedups} at this cell{extra}; {verdict}. Each grid cell keeps its rounds the same way.  "]
 
 
 def _layer_norm_note(ckpt: dict) -> str:
@@ -93,11 +112,17 @@ def _layer_norm_note(ckpt: dict) -> str:
 def _check_lines(report: dict) -> list[str]:
     checks = report.get("latency_checks") or {}
     found = list(checks.get("noisy", [])) + list(checks.get("smaller_but_slower", []))
-    if not found:
-        return []
     rounds = 2 * report["latency_setup"].get("rounds", 5)
-    return ["", f"**Noisy latency**: rerun with `distilprune export {report['run_dir']} --rounds {rounds}` "
-            f"(something else ran on this machine while it was timed).", ""] + [f"- {line}" for line in found]
+    lines = []
+    if found:
+        lines += ["", f"**Noisy latency**: rerun with `distilprune export {report['run_dir']} --rounds {rounds}` "
+                  f"(something else ran on this machine while it was timed).", ""] + [f"- {line}" for line in found]
+    if checks.get("threads_not_parallel"):
+        lines += ["", f"**Threads not in parallel**: the probe never reached its parallel speedup at these cells, so "
+                  f"their latencies may be those of a host that ran the threads one after the other (or of a model "
+                  f"too small to gain from a second thread). Rerun later with `distilprune export {report['run_dir']} "
+                  f"--rounds {rounds}`.", ""] + [f"- {line}" for line in checks["threads_not_parallel"]]
+    return lines
 
 
 def _difference_lines(report: dict) -> list[str]:

@@ -434,7 +434,8 @@ def export_run(
     ctx.console.print(f"[bold]Export[/bold]: timing the teacher and {len(exported)} checkpoint(s) in "
                       f"{ctx.rounds} alternating rounds, in a process of their own ...")
     run_timing.time_models(report, teacher, [(item.entry, item.checkpoint_dir, item.fp32_path, item.int8_path)
-                                             for item in exported], ctx.rounds, tokenizer.vocab_size)
+                                             for item in exported], ctx.rounds, tokenizer.vocab_size,
+                           parallel_wait_seconds=ctx.cfg.parallel_wait_seconds)
     run_timing.accuracy_intervals(report, teacher_units, [(item.entry, item.units) for item in exported],
                                   ctx.task.statistic)
     for item in exported:

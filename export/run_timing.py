@@ -21,7 +21,8 @@ ONNX_FORMATS = ("onnx_fp32", "onnx_int8")
 TEACHER_KEY = "teacher/pytorch_fp32"
 
 
-def _job(report: dict, teacher_dir: Path, checkpoints: list[tuple], rounds: int, vocab_size: int) -> dict:
+def _job(report: dict, teacher_dir: Path, checkpoints: list[tuple], rounds: int, vocab_size: int,
+         parallel_wait_seconds: float = latency_rounds.EXTRA_HEADLINE_SECONDS) -> dict:
     setup = report["latency_setup"]
     headline = [setup["batch_size"], setup["seq_len"]]
     grid = [[b, s] for b in setup["grid"]["batch_sizes"] for s in setup["grid"]["seq_lens"]]
@@ -32,8 +33,11 @@ def _job(report: dict, teacher_dir: Path, checkpoints: list[tuple], rounds: int,
                        "cells": [headline]})
         models += [{"key": f"{entry['name']}/{fmt}", "kind": "onnx", "path": str(path), "cells": onnx_cells}
                    for fmt, path in zip(ONNX_FORMATS, (fp32_path, int8_path), strict=True)]
+    first = checkpoints[0][0]["name"] if checkpoints else None
+    probe = ({"key": f"{first}/onnx_int8", "path": str(checkpoints[0][3]), "cell": headline} if checkpoints else None)
     return {"threads": setup["threads"], "warmup": setup["warmup"], "runs": setup["runs"], "rounds": rounds,
-            "vocab_size": vocab_size, "headline": headline, "models": models}
+            "vocab_size": vocab_size, "headline": headline, "models": models, "probe": probe,
+            "extra_headline_seconds": parallel_wait_seconds}
 
 
 def _cell(timing: dict, key: str, batch_size: int, seq_len: int) -> dict:
@@ -55,11 +59,14 @@ def _save_quietly(model, directory: str) -> None:
         hf_logging.enable_progress_bar()
 
 
-def time_models(report: dict, teacher, checkpoints: list[tuple], rounds: int, vocab_size: int) -> dict:
+def time_models(report: dict, teacher, checkpoints: list[tuple], rounds: int, vocab_size: int,
+                parallel_wait_seconds: float = latency_rounds.EXTRA_HEADLINE_SECONDS) -> dict:
     """Time every model in a child process and fill ``latency_ms``/``latency_grid`` of the report.
 
     Args:
         checkpoints: (report entry, checkpoint directory, model.onnx path, model.int8.onnx path) each.
+        parallel_wait_seconds: how long to keep timing headline rounds when none ran with the threads in
+            parallel (export.parallel_wait_seconds).
 
     Returns:
         the child's raw result (also summarized in ``report["latency_setup"]``).
@@ -69,7 +76,8 @@ def time_models(report: dict, teacher, checkpoints: list[tuple], rounds: int, vo
         _save_quietly(teacher, tmp)  # the child loads it as Hugging Face ships it, in PyTorch fp32
         gc.collect()  # nothing of this process should page or collect while the child times
         try:
-            timing = latency_rounds.measure_in_child(_job(report, Path(tmp), checkpoints, rounds, vocab_size))
+            timing = latency_rounds.measure_in_child(_job(report, Path(tmp), checkpoints, rounds, vocab_size,
+                                                                 parallel_wait_seconds))
         except RuntimeError as error:
             raise ExportError(f"Timing the exported models failed: {error}. The exported files are in "
                               f"{Path(report['run_dir'])}; rerun the export with distilprune export {report['run_dir']}.") from None
@@ -97,10 +105,12 @@ def time_models(report: dict, teacher, checkpoints: list[tuple], rounds: int, vo
         "process": "two fresh processes after training, driven round by round: ONNX models in one that imports "
                    "only numpy + onnxruntime (as a server), PyTorch models (teacher, students) in the other",
         "heavy_modules_loaded": timing["heavy_modules_loaded"], "noisy_spread": latency_rounds.NOISY_SPREAD,
+        "parallel_probe": timing.get("parallel_probe"),
         "p50": "median of the round medians", "spread": "min and max of the round medians",
         "p95_p99": "over the samples of all rounds", "ratios": "median over rounds of the per-round p50 ratio",
     })
-    report["latency_checks"] = {"noisy": _noisy(timing), "smaller_but_slower": _order_violations(entries)}
+    report["latency_checks"] = {"noisy": _noisy(timing), "smaller_but_slower": _order_violations(entries),
+                                "threads_not_parallel": _not_parallel(timing)}
     return timing
 
 
@@ -108,6 +118,14 @@ def _noisy(timing: dict) -> list[str]:
     return [f"{key} at batch {c['batch_size']}, sequence {c['seq_len']}: round medians {c['spread'][0]:.2f}-"
             f"{c['spread'][1]:.2f} ms around {c['p50']:.2f} ms"
             for key, model in timing["models"].items() for c in model["cells"] if c["noisy"]]
+
+
+def _not_parallel(timing: dict) -> list[str]:
+    """Cells where no round's probe reached the parallel speedup (every round is then summarized)."""
+    probe = timing.get("parallel_probe") or {}
+    return [f"batch {c['batch_size']}, sequence {c['seq_len']}: probe speedups {min(c['speedups']):.2f}-"
+            f"{max(c['speedups']):.2f}x, below {probe['min_speedup']}x in every round"
+            for c in probe.get("cells", []) if max(c["speedups"]) < probe["min_speedup"]]
 
 
 def _strictly_smaller(a: dict, b: dict) -> bool:

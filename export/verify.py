@@ -28,7 +28,7 @@ import numpy as np
 
 if __package__:  # imported as distilprune.export.verify
     from distilprune.export.runtime import (
-        available_threads, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
+        PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, ParallelProbe, available_threads, kept_rounds, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
         percentiles, sha256_file, time_ms, time_samples,
         write_atomic,
     )
@@ -36,13 +36,13 @@ else:  # run as a script: the copy inside a bundle (runtime.py copied beside it 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # python -I and runpy do not add it
     try:
         from verify_runtime import (
-            available_threads, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
+            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, ParallelProbe, available_threads, kept_rounds, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
         percentiles, sha256_file, time_ms, time_samples,
             write_atomic,
         )
     except ImportError:  # export/verify.py run from a source checkout, beside runtime.py
         from runtime import (
-            available_threads, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
+            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, ParallelProbe, available_threads, kept_rounds, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
         percentiles, sha256_file, time_ms, time_samples,
             write_atomic,
         )
@@ -543,16 +543,23 @@ def _measure_grid(bundle: Path, sessions: dict, grid_sizes: dict, threads: int, 
     """Time every grid cell of both models in ``rounds`` rounds into ``measured``; record the "latency grid" check.
 
     Per cell: p50 = median of the round medians, ``spread`` = their min and max, p95/p99 over all samples.
+    With more than one thread the parallel-threads probe (runtime.ParallelProbe) runs before and after
+    each cell's round (the smaller speedup counts); when some of a cell's rounds ran in parallel and others did not, only the
+    parallel ones are summarized (``rounds`` of ``rounds_timed``).
     """
     errors: dict[tuple, str] = {}
     cells = sorted(((b, q) for b in grid_sizes["batch_sizes"] for q in grid_sizes["seq_lens"]), key=lambda c: c[0] * c[1])
     rounds = min(rounds, runs)  # at least one timed run per round
     per_round = -(-runs // rounds)
     samples: dict[tuple, list[list[float]]] = {}
+    speedups: dict[tuple, list[float]] = {}
+    probe = _probe(bundle, sessions, threads, grid_sizes, vocab) if rounds > 1 else None
     # Smallest cells first in every round: a small cell timed right after large batches ran slower
     # (2 cores), whichever model ran them.
+    probed = probe.speedup() if probe is not None else None
     for index in range(rounds):
         for batch_size, seq_len in cells:
+            before = probed
             input_ids, attention_mask = random_inputs(batch_size, seq_len, vocab)
             for key, session in sessions.items():
                 if (key, batch_size, seq_len) in errors:
@@ -565,11 +572,18 @@ def _measure_grid(bundle: Path, sessions: dict, grid_sizes: dict, threads: int, 
                                                           f"{str(error).strip()[:300]}")
                     continue
                 samples.setdefault((key, batch_size, seq_len), []).append(taken)
+            if probe is not None:  # the probe after this cell's round is the next one's before it
+                probed = probe.speedup()
+                speedups.setdefault((batch_size, seq_len), []).append(min(before, probed))
     two_speeds = []
     for (key, batch_size, seq_len), taken in samples.items():
+        cell_speedups = speedups.get((batch_size, seq_len))
+        timed = len(taken)
+        keep = kept_rounds(timed, cell_speedups if cell_speedups and len(cell_speedups) == timed else None)
+        taken = [taken[i] for i in keep]
         medians = [statistics.median(r) for r in taken]
         cell = {"batch_size": batch_size, "seq_len": seq_len, **percentiles([t for r in taken for t in r]),
-                "p50": round(statistics.median(medians), 3), "rounds": len(medians),
+                "p50": round(statistics.median(medians), 3), "rounds": len(medians), "rounds_timed": timed,
                 "spread": [round(min(medians), 3), round(max(medians), 3)]}
         measured.setdefault(key, []).append(cell)
         if min(medians) > 0 and max(medians) / min(medians) > TWO_SPEEDS:
@@ -579,9 +593,35 @@ def _measure_grid(bundle: Path, sessions: dict, grid_sizes: dict, threads: int, 
     ok = not errors and not missing
     speeds = (f"; round medians more than {TWO_SPEEDS}x apart (the machine changed speed while timing; rerun, or "
               f"use more --rounds): {', '.join(two_speeds)}") if two_speeds else ""
+    speeds += _probe_note(speedups, threads)
     checks.add("latency grid", ok, f"{count} cells measured ({threads} thread{'s' if threads != 1 else ''}, {warmup} warmup, "
                                    f"{runs} runs in {rounds} round{'s' if rounds != 1 else ''}){note}{speeds}" if ok
                else "; ".join(list(errors.values()) + [f"{m} could not be loaded" for m in missing]))
+
+
+def _probe(bundle: Path, sessions: dict, threads: int, grid_sizes: dict, vocab: int):
+    """The parallel-threads probe on the INT8 model at batch 1 (sequence 128 or the grid's longest below it);
+    None with one thread or without a loadable INT8 model."""
+    if threads < 2 or "onnx_int8" not in sessions:
+        return None
+    seq_len = max([q for q in grid_sizes["seq_lens"] if q <= DEFAULT_BUDGET_CELL["seq_len"]] or [min(grid_sizes["seq_lens"])])
+    return ParallelProbe(bundle / MODELS["onnx_int8"], threads, *random_inputs(1, seq_len, vocab))
+
+
+def _probe_note(speedups: dict, threads: int) -> str:
+    """One clause on what the parallel-threads probe saw and which rounds were kept."""
+    if not speedups:
+        return ""
+    values = [v for cell in speedups.values() for v in cell]
+    kept = sum(len(kept_rounds(len(cell), cell)) for cell in speedups.values())
+    if max(values) < PARALLEL_MIN_SPEEDUP:
+        state = (f"below {PARALLEL_MIN_SPEEDUP}x throughout, so every round is kept: the host may not have run "
+                 f"the threads in parallel during this measurement (rerun later)")
+    else:
+        state = (f"{kept} of {len(values)} cell rounds kept (those within {PARALLEL_RELATIVE}x of their cell's "
+                 f"best; the others ran while the host did not run the threads in parallel)")
+    return (f"; parallel-threads probe (model.int8.onnx on 1 and {threads} threads around each cell's round): "
+            f"speedups {min(values):.2f}-{max(values):.2f}x, {state}")
 
 
 def _check_budget(spec, budget_ms, measured, sessions, threads, warmup, runs, vocab, checks: _Checks) -> None:

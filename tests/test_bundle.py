@@ -97,6 +97,48 @@ def test_verifier_names_cells_whose_rounds_ran_at_two_speeds(built, monkeypatch)
     assert cell["spread"] == [1.0, 2.0] and cell["p50"] == 2.0 and cell["rounds"] == 4  # median of 1, 2, 2, 2
 
 
+def test_verifier_keeps_the_rounds_whose_threads_ran_in_parallel(built, monkeypatch):
+    """Rounds timed while the host did not run the 2 threads in parallel (probe speedup below 1.3 before
+    or after the round) are left out of a cell's p50 when other rounds did run in parallel."""
+    probes = []
+
+    class StandInProbe:  # 4 grid cells per round; rounds 0 and 2 ran in parallel, rounds 1 and 3 did not
+        def __init__(self, *args):
+            pass
+
+        def speedup(self):  # probe k runs after cell round k - 1 and before cell round k
+            probes.append(1.05 if len(probes) % 8 in (5, 6, 7) else 1.8)
+            return probes[-1]
+
+    def slow_when_not_parallel(fn, warmup, runs):
+        cell_round = len(probes) - 1
+        return [1.0 if (cell_round // 4) % 2 == 0 else 3.0] * runs
+
+    monkeypatch.setattr(V, "ParallelProbe", StandInProbe)
+    monkeypatch.setattr(V, "time_samples", slow_when_not_parallel)
+    result = V.verify_bundle(built, threads=2, warmup=0, runs=4, rounds=4)
+    assert len(probes) == 17  # one before the first cell round and one after each
+    for cell in result["latency_grid"]["onnx_int8"] + result["latency_grid"]["onnx_fp32"]:
+        assert cell["p50"] == 1.0 and cell["rounds"] == 2 and cell["rounds_timed"] == 4 and cell["spread"] == [1.0, 1.0]
+    (grid,) = [c for c in result["checks"] if c["name"] == "latency grid"]
+    assert "speedups 1.05-1.80x, 8 of 16 cell rounds kept" in grid["detail"]
+
+
+def test_kept_rounds_and_summaries_compare_like_with_like():
+    from distilprune.export.latency_rounds import ratio, summarize
+    from distilprune.export.runtime import kept_rounds
+
+    assert kept_rounds(4, [1.8, 1.0, 1.7, 1.1]) == [0, 2]  # within 1.25x of the best round's 1.8
+    assert kept_rounds(3, [1.45, 0.8, 1.4]) == [0, 2]  # a smaller model gains less from a second thread
+    assert kept_rounds(3, [1.5, 1.6, 1.9]) == [1, 2]
+    assert kept_rounds(3, [1.0, 1.1, 1.15]) == [0, 1, 2]  # never in parallel: nothing better to keep
+    assert kept_rounds(2) == [0, 1]  # no probe (one thread)
+    student = summarize([[2.0, 2.0], [4.0, 4.0], [2.2, 2.2]], keep=[0, 2])
+    teacher = summarize([[20.0, 20.0], [30.0, 30.0], [22.0, 22.0]], keep=[0, 2])
+    assert student["rounds"] == 2 and student["rounds_timed"] == 3 and student["spread"] == [2.0, 2.2]
+    assert student["p95"] <= 2.2 and ratio(teacher, student) == 10.0  # the kept rounds only, paired
+
+
 def test_fresh_bundle_verifies_with_grid_and_skips_gpu_cleanly(built):
     result = V.verify_bundle(built, threads=1, warmup=1, runs=3)
     assert result["ok"], [c for c in result["checks"] if not c["ok"]]
@@ -386,6 +428,27 @@ def test_latency_child_times_onnx_models_in_rounds_without_torch(built):
         for c in cells:
             assert len(c["round_p50s"]) == 3
             assert c["spread"][0] <= c["p50"] <= c["spread"][1] and 0 < c["p50"] <= c["p95"] <= c["p99"]
+
+
+def test_latency_child_probes_parallel_threads_before_each_round(built):
+    job = {"threads": 2, "warmup": 1, "runs": 2, "rounds": 2, "vocab_size": len(VOCAB), "headline": [1, 8],
+           "probe": {"key": "final/onnx_int8", "path": str(built / "model.int8.onnx"), "cell": [1, 8]},
+           "extra_headline_seconds": 0.5,
+           "models": [{"key": "final/onnx_int8", "kind": "onnx", "path": str(built / "model.int8.onnx"),
+                       "cells": [[1, 8], [2, 16]]}]}
+    result = measure_in_child(job, timeout_s=120)
+    probe = result["parallel_probe"]
+    assert probe["model"] == "final/onnx_int8" and probe["min_speedup"] == 1.2 and probe["relative"] == 1.25
+    assert [(c["batch_size"], c["seq_len"]) for c in probe["cells"]] == [(1, 8), (2, 16)]
+    headline, other = probe["cells"]
+    # a tiny model gains little from a second thread: when no headline round reached 1.2x, more headline
+    # rounds were timed (for at most 0.5 s here), every one of them probed
+    extra = probe["extra_headline_rounds"]
+    assert (extra >= 1) == (max(headline["speedups"][:2]) < 1.2) and len(headline["speedups"]) == 2 + extra
+    assert len(other["speedups"]) == 2
+    for probed, timed in zip(probe["cells"], result["models"]["final/onnx_int8"]["cells"], strict=True):
+        assert all(v > 0 for v in probed["speedups"])
+        assert timed["rounds"] == len(probed["kept_rounds"]) and timed["rounds_timed"] == len(probed["speedups"])
 
 
 def test_copied_verifier_runs_isolated_without_distilprune(built, tmp_path):

@@ -24,6 +24,7 @@ CUDA_EP = cuda_execution_provider_available()
 TINY_BUDGET = [
     "data.train_examples=256", "data.eval_examples=64", "teacher.epochs=1", "train.epochs=1",
     "export.latency_runs=5", "export.latency_warmup=2", "export.latency_rounds=2", "train.progress_bar=false",
+    "export.parallel_wait_seconds=0",
 ]
 
 
@@ -121,7 +122,8 @@ def tiny_local_run(tmp_path: Path, teacher_dir: Path, *extra: str) -> subprocess
         "recipe=quickstart", f"output_dir={tmp_path}", f"teacher.model={teacher_dir}", f"data.dataset={data}",
         "data.text_column=sentence", "data.max_seq_len=32", "student.num_layers=2", "student.init_layers=[0,2]",
         "teacher.epochs=1", "train.epochs=1", "export.latency_runs=3", "export.latency_seq_len=32",
-        "export.budget_seq_len=32", "export.latency_rounds=2", "tracking.wandb=false", "train.progress_bar=false",
+        "export.budget_seq_len=32", "export.latency_rounds=2", "export.parallel_wait_seconds=0", "tracking.wandb=false",
+        "train.progress_bar=false",
         *extra, timeout=900,
     )
 
@@ -156,7 +158,8 @@ def test_local_tiny_teacher_runs_end_to_end_on_text_pairs(tmp_path, tiny_teacher
 
     run_dir = report_path.parent
     # export.KEY=VALUE overrides may stand between the options, as a user types them
-    assert main(["export", str(run_dir), "--checkpoint", "final", "export.latency_rounds=1", "--runs", "2"]) == 0
+    assert main(["export", str(run_dir), "--checkpoint", "final", "export.latency_rounds=1", "--runs", "2",
+                 "export.parallel_wait_seconds=0"]) == 0
     (reexport,) = (run_dir / "reexports").iterdir()
     again = json.loads((reexport / "report.json").read_text())
     assert again["latency_setup"]["rounds"] == 1

@@ -242,7 +242,7 @@ QA_RUN = [
     "student.num_layers=2", "student.init_layers=[0,2]", "train.progress_bar=false", "tracking.wandb=false",
     "teacher.epochs=10", "teacher.lr=3e-3", "teacher.batch_size=16", "train.epochs=6", "train.lr=3e-3",
     "train.batch_size=16", "export.latency_runs=3", "export.latency_seq_len=24", "export.budget_seq_len=24",
-    "export.grid_seq_lens=[24]", "export.grid_batch_sizes=[1]", "export.latency_rounds=2",
+    "export.grid_seq_lens=[24]", "export.grid_batch_sizes=[1]", "export.latency_rounds=2", "export.parallel_wait_seconds=0",
 ]
 
 

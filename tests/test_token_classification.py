@@ -102,7 +102,7 @@ def test_ner_end_to_end_on_a_written_conll_file(tmp_path, launch):
     result = launch(*NER_RUN, f"output_dir={tmp_path}", f"teacher.model={teacher}", f"data.dataset={data}",
                     "teacher.epochs=12", "teacher.lr=3e-3", "teacher.batch_size=16", "train.epochs=8", "train.lr=3e-3",
                     "train.batch_size=16", "export.latency_runs=3", "export.latency_seq_len=16", "export.budget_seq_len=16",
-                    "export.grid_seq_lens=[16]", "export.grid_batch_sizes=[1]", "export.latency_rounds=2",
+                    "export.grid_seq_lens=[16]", "export.grid_batch_sizes=[1]", "export.latency_rounds=2", "export.parallel_wait_seconds=0",
                     "pruning.keep_at_densities=[]", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(Path(result.stdout.strip().splitlines()[-1].removeprefix("Report: ")).read_text())

@@ -378,6 +378,10 @@ class ExportConfig:
     """Alternating timing rounds over every model of the run (teacher, each checkpoint in PyTorch, ONNX
     fp32 and INT8) in one child process after training; latency_runs is split over the rounds. More
     rounds: steadier p50s and ratios on a busy machine (`distilprune export <run> --rounds N`)."""
+    parallel_wait_seconds: float = 30.0
+    """With threads > 1 a probe checks before and after each timing round that the host ran the threads in
+    parallel (docs/results.md, "This machine runs at two speeds"). When no round of the headline cell did,
+    more headline rounds are timed for up to this many seconds until some do; 0 never waits."""
     int8_eval_batch_size: int = 1
     """Sentences per ONNX Runtime call when measuring INT8 accuracy (gate and report). Dynamic INT8
     quantizes activations with one scale over the whole input tensor, so a sentence's prediction
@@ -405,6 +409,7 @@ class ExportConfig:
         check(self.latency_runs >= 1 and self.latency_warmup >= 0,
               "export.latency_runs must be >= 1 and latency_warmup >= 0.")
         check(self.latency_rounds >= 1, "export.latency_rounds must be >= 1 (alternating timing rounds).")
+        check(self.parallel_wait_seconds >= 0, "export.parallel_wait_seconds must be >= 0 (seconds; 0 never waits).")
         check(self.qa_n_best >= 1 and self.qa_max_answer_tokens >= 1,
               "export.qa_n_best and export.qa_max_answer_tokens must be at least 1.")
         check(self.threads >= 1, "export.threads must be at least 1.")
