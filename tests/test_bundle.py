@@ -124,6 +124,29 @@ def test_verifier_keeps_the_rounds_whose_threads_ran_in_parallel(built, monkeypa
     assert "speedups 1.05-1.80x, 8 of 16 cell rounds kept" in grid["detail"]
 
 
+def test_verifier_times_more_rounds_while_no_round_ran_in_parallel(built, monkeypatch):
+    """No round parallel in the first 2: more rounds until 2 cell rounds are. Probe k runs before cell round
+    k (4 cells a round); probes from the 14th on see the threads in parallel, so cell rounds 13-15 are."""
+    probes = []
+
+    class StandInProbe:
+        def __init__(self, *args):
+            pass
+
+        def speedup(self):
+            probes.append(1.0 if len(probes) < 13 else 1.7)
+            return probes[-1]
+
+    monkeypatch.setattr(V, "ParallelProbe", StandInProbe)
+    monkeypatch.setattr(V, "time_samples", lambda fn, warmup, runs: [1.0] * runs)
+    result = V.verify_bundle(built, threads=2, warmup=0, runs=2, rounds=2, parallel_wait=60)
+    (grid,) = [c for c in result["checks"] if c["name"] == "latency grid"]
+    assert "2 more rounds timed because no round of the first 2 ran the threads in parallel" in grid["detail"]
+    first, second = result["latency_grid"]["onnx_int8"][:2]  # cell rounds 0, 4, 8, 12 and 1, 5, 9, 13
+    assert first["rounds_timed"] == second["rounds_timed"] == 4
+    assert first["rounds"] == 4 and second["rounds"] == 1  # never parallel: all kept; parallel once: that one
+
+
 def test_kept_rounds_and_summaries_compare_like_with_like():
     from distilprune.export.latency_rounds import ratio, summarize
     from distilprune.export.runtime import kept_rounds
