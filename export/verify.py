@@ -29,23 +29,23 @@ import numpy as np
 
 if __package__:  # imported as distilprune.export.verify
     from distilprune.export.runtime import (
-        PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, ParallelProbe, available_threads, kept_rounds, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
-        percentiles, sha256_file, time_ms, time_samples,
-        write_atomic,
+        PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, ParallelProbe, available_threads, import_onnxruntime, kept_rounds,
+        machine_info, make_session, percentiles, random_inputs, run_logits, sha256_file, session_feed, time_ms,
+        time_samples, write_atomic,
     )
 else:  # run as a script: the copy inside a bundle (runtime.py copied beside it as verify_runtime.py)
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # python -I and runpy do not add it
     try:
         from verify_runtime import (
-            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, ParallelProbe, available_threads, kept_rounds, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
-        percentiles, sha256_file, time_ms, time_samples,
-            write_atomic,
+            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, ParallelProbe, available_threads, import_onnxruntime, kept_rounds,
+            machine_info, make_session, percentiles, random_inputs, run_logits, sha256_file, session_feed, time_ms,
+            time_samples, write_atomic,
         )
     except ImportError:  # export/verify.py run from a source checkout, beside runtime.py
         from runtime import (
-            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, ParallelProbe, available_threads, kept_rounds, import_onnxruntime, machine_info, make_session, random_inputs, run_logits, session_feed,
-        percentiles, sha256_file, time_ms, time_samples,
-            write_atomic,
+            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, ParallelProbe, available_threads, import_onnxruntime, kept_rounds,
+            machine_info, make_session, percentiles, random_inputs, run_logits, sha256_file, session_feed, time_ms,
+            time_samples, write_atomic,
         )
 
 MANIFEST = "manifest.json"
@@ -550,9 +550,9 @@ def _measure_grid(bundle: Path, sessions: dict, grid_sizes: dict, threads: int, 
 
     Per cell: p50 = median of the round medians, ``spread`` = their min and max, p95/p99 over all samples.
     With more than one thread the parallel-threads probe (runtime.ParallelProbe) runs before and after
-    each cell's round (the smaller speedup counts); when some of a cell's rounds ran in parallel and others did not, only the
-    parallel ones are summarized (``rounds`` of ``rounds_timed``); when none did, more rounds are timed
-    for up to ``parallel_wait`` seconds until some do.
+    each cell's round (the smaller speedup counts); rounds far below the cell's best speedup are left
+    out (runtime.kept_rounds; ``rounds`` of ``rounds_timed``); when no round ran the threads in
+    parallel, more rounds are timed for up to ``parallel_wait`` seconds until some do.
     """
     errors: dict[tuple, str] = {}
     cells = sorted(((b, q) for b in grid_sizes["batch_sizes"] for q in grid_sizes["seq_lens"]), key=lambda c: c[0] * c[1])
