@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 
 from distilprune.export.runtime import (
-    MIN_WARMUP_SECONDS, PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, ParallelProbe, kept_rounds, machine_info, make_session, nearest_rank,
-    random_inputs, session_feed, time_samples, write_atomic,
+    MIN_WARMUP_SECONDS, PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, kept_rounds,
+    machine_info, make_session, more_rounds_wanted, nearest_rank, random_inputs, session_feed, time_samples, write_atomic,
 )
 
 DEFAULT_ROUNDS = 5
@@ -55,10 +55,6 @@ MIN_RUNS_PER_ROUND = 10
 # that competes with it for the cores.
 REWARM_CALLS = 2
 REWARM_SECONDS = MIN_WARMUP_SECONDS
-# When no headline round ran with the threads in parallel, more headline rounds are timed for at most
-# this long, until this many of them do (docs/results.md, "This machine runs at two speeds").
-EXTRA_HEADLINE_SECONDS = 30.0
-PARALLEL_ROUNDS_WANTED = 2
 # A measurement whose round medians spread over more than this fraction of their median is flagged.
 NOISY_SPREAD = 0.20
 HEAVY_MODULES = ("torch", "lightning", "wandb", "transformers")
@@ -244,13 +240,12 @@ def run_job(job: dict, tmp: Path) -> dict:
             for index in range(rounds):
                 one_round(cell, warmup if index == 0 else REWARM_CALLS if cell == headline else 1)
         # No headline round ran with the threads in parallel: the host held them back throughout. Time
-        # more headline rounds (every model of the cell, probed alike) for up to EXTRA_HEADLINE_SECONDS,
-        # until PARALLEL_ROUNDS_WANTED of them do; the headline is what every ratio and the selection read.
+        # more headline rounds (every model of the cell, probed alike) for up to the job's
+        # extra_headline_seconds, until some do; the headline is what every ratio and the selection read.
         extra_rounds, extra_started = 0, time.perf_counter()
-        extra_seconds = float(job.get("extra_headline_seconds", EXTRA_HEADLINE_SECONDS))
-        while (prober and headline in speedups
-               and sum(v >= PARALLEL_MIN_SPEEDUP for v in speedups[headline]) < PARALLEL_ROUNDS_WANTED
-               and max(speedups[headline][:rounds]) < PARALLEL_MIN_SPEEDUP
+        extra_seconds = float(job.get("extra_headline_seconds", PARALLEL_WAIT_SECONDS))
+        headline_speedups = speedups.get(headline, [])
+        while (more_rounds_wanted(headline_speedups[:rounds], headline_speedups)
                and time.perf_counter() - extra_started < extra_seconds):
             one_round(headline, REWARM_CALLS)
             extra_rounds += 1

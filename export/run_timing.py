@@ -22,7 +22,7 @@ TEACHER_KEY = "teacher/pytorch_fp32"
 
 
 def _job(report: dict, teacher_dir: Path, checkpoints: list[tuple], rounds: int, vocab_size: int,
-         parallel_wait_seconds: float = latency_rounds.EXTRA_HEADLINE_SECONDS) -> dict:
+         parallel_wait_seconds: float = latency_rounds.PARALLEL_WAIT_SECONDS) -> dict:
     setup = report["latency_setup"]
     headline = [setup["batch_size"], setup["seq_len"]]
     grid = [[b, s] for b in setup["grid"]["batch_sizes"] for s in setup["grid"]["seq_lens"]]
@@ -33,8 +33,9 @@ def _job(report: dict, teacher_dir: Path, checkpoints: list[tuple], rounds: int,
                        "cells": [headline]})
         models += [{"key": f"{entry['name']}/{fmt}", "kind": "onnx", "path": str(path), "cells": onnx_cells}
                    for fmt, path in zip(ONNX_FORMATS, (fp32_path, int8_path), strict=True)]
-    first = checkpoints[0][0]["name"] if checkpoints else None
-    probe = ({"key": f"{first}/onnx_int8", "path": str(checkpoints[0][3]), "cell": headline} if checkpoints else None)
+    # the parallel-threads probe runs the first checkpoint's INT8 model
+    probe = ({"key": f"{checkpoints[0][0]['name']}/onnx_int8", "path": str(checkpoints[0][3]), "cell": headline}
+             if checkpoints else None)
     return {"threads": setup["threads"], "warmup": setup["warmup"], "runs": setup["runs"], "rounds": rounds,
             "vocab_size": vocab_size, "headline": headline, "models": models, "probe": probe,
             "extra_headline_seconds": parallel_wait_seconds}
@@ -60,7 +61,7 @@ def _save_quietly(model, directory: str) -> None:
 
 
 def time_models(report: dict, teacher, checkpoints: list[tuple], rounds: int, vocab_size: int,
-                parallel_wait_seconds: float = latency_rounds.EXTRA_HEADLINE_SECONDS) -> dict:
+                parallel_wait_seconds: float = latency_rounds.PARALLEL_WAIT_SECONDS) -> dict:
     """Time every model in a child process and fill ``latency_ms``/``latency_grid`` of the report.
 
     Args:

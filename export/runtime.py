@@ -244,6 +244,10 @@ def time_samples(fn, warmup: int, runs: int) -> list[float]:
 PARALLEL_MIN_SPEEDUP = 1.2
 PARALLEL_RELATIVE = 1.25
 PROBE_CALLS = 4
+# When no planned round ran the threads in parallel, more rounds are timed for at most this long (s),
+# until this many of them do (export.parallel_wait_seconds, verify --parallel-wait).
+PARALLEL_WAIT_SECONDS = 30.0
+PARALLEL_ROUNDS_WANTED = 2
 
 
 class ParallelProbe:
@@ -280,6 +284,14 @@ def kept_rounds(count: int, speedups: list[float] | None = None) -> list[int]:
     if not speedups or len(speedups) != count or max(speedups) < PARALLEL_MIN_SPEEDUP:
         return list(range(count))
     return [i for i, s in enumerate(speedups) if s >= max(speedups) / PARALLEL_RELATIVE]
+
+
+def more_rounds_wanted(planned: list[float], every: list[float]) -> bool:
+    """Whether to time another round: none of the ``planned`` rounds' probe speedups reached
+    PARALLEL_MIN_SPEEDUP, and fewer than PARALLEL_ROUNDS_WANTED of ``every`` round so far (planned and
+    extra) have."""
+    return (bool(planned) and max(planned) < PARALLEL_MIN_SPEEDUP
+            and sum(s >= PARALLEL_MIN_SPEEDUP for s in every) < PARALLEL_ROUNDS_WANTED)
 
 
 def nearest_rank(ordered: list[float], q: float) -> float:

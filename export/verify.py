@@ -29,23 +29,23 @@ import numpy as np
 
 if __package__:  # imported as distilprune.export.verify
     from distilprune.export.runtime import (
-        PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, ParallelProbe, available_threads, import_onnxruntime, kept_rounds,
-        machine_info, make_session, percentiles, random_inputs, run_logits, sha256_file, session_feed, time_ms,
-        time_samples, write_atomic,
+        PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads,
+        import_onnxruntime, kept_rounds, machine_info, make_session, more_rounds_wanted, percentiles, random_inputs,
+        run_logits, sha256_file, session_feed, time_ms, time_samples, write_atomic,
     )
 else:  # run as a script: the copy inside a bundle (runtime.py copied beside it as verify_runtime.py)
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # python -I and runpy do not add it
     try:
         from verify_runtime import (
-            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, ParallelProbe, available_threads, import_onnxruntime, kept_rounds,
-            machine_info, make_session, percentiles, random_inputs, run_logits, sha256_file, session_feed, time_ms,
-            time_samples, write_atomic,
+            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads,
+            import_onnxruntime, kept_rounds, machine_info, make_session, more_rounds_wanted, percentiles, random_inputs,
+            run_logits, sha256_file, session_feed, time_ms, time_samples, write_atomic,
         )
     except ImportError:  # export/verify.py run from a source checkout, beside runtime.py
         from runtime import (
-            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, ParallelProbe, available_threads, import_onnxruntime, kept_rounds,
-            machine_info, make_session, percentiles, random_inputs, run_logits, sha256_file, session_feed, time_ms,
-            time_samples, write_atomic,
+            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads,
+            import_onnxruntime, kept_rounds, machine_info, make_session, more_rounds_wanted, percentiles, random_inputs,
+            run_logits, sha256_file, session_feed, time_ms, time_samples, write_atomic,
         )
 
 MANIFEST = "manifest.json"
@@ -60,8 +60,6 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 TOKENIZER_VOCABS = ("tokenizer.json", "vocab.txt")
 DEFAULT_GRID = {"batch_sizes": [1, 8, 32], "seq_lens": [32, 128]}
 DEFAULT_BUDGET_CELL = {"batch_size": 1, "seq_len": 128}
-PARALLEL_WAIT_SECONDS = 30.0  # --parallel-wait: more rounds for up to this long when none ran the threads in parallel
-PARALLEL_ROUNDS_WANTED = 2
 # fp16 keeps ~3 significant digits; through a few layers logits of magnitude ~5 move by ~1e-2.
 GPU_FP16_ATOL = 5e-2
 
@@ -588,10 +586,10 @@ def _measure_grid(bundle: Path, sessions: dict, grid_sizes: dict, threads: int, 
     for index in range(rounds):
         one_round(index)
     # No round ran with the threads in parallel: time more rounds for up to parallel_wait seconds, until
-    # PARALLEL_ROUNDS_WANTED cell rounds do (the export's timing does the same for its headline cell).
+    # some cell rounds do (the export's timing does the same for its headline cell).
     extra, started = 0, time.perf_counter()
-    while (probe is not None and samples and max(v for c in speedups.values() for v in c[:rounds]) < PARALLEL_MIN_SPEEDUP
-           and sum(v >= PARALLEL_MIN_SPEEDUP for c in speedups.values() for v in c) < PARALLEL_ROUNDS_WANTED
+    while (samples and more_rounds_wanted([v for c in speedups.values() for v in c[:rounds]],
+                                          [v for c in speedups.values() for v in c])
            and time.perf_counter() - started < parallel_wait):
         one_round(rounds + extra)
         extra += 1
@@ -599,10 +597,8 @@ def _measure_grid(bundle: Path, sessions: dict, grid_sizes: dict, threads: int, 
         note += f"; {extra} more rounds timed because no round of the first {rounds} ran the threads in parallel"
     two_speeds = []
     for (key, batch_size, seq_len), taken in samples.items():
-        cell_speedups = speedups.get((batch_size, seq_len))
         timed = len(taken)
-        keep = kept_rounds(timed, cell_speedups if cell_speedups and len(cell_speedups) == timed else None)
-        taken = [taken[i] for i in keep]
+        taken = [taken[i] for i in kept_rounds(timed, speedups.get((batch_size, seq_len)))]
         medians = [statistics.median(r) for r in taken]
         cell = {"batch_size": batch_size, "seq_len": seq_len, **percentiles([t for r in taken for t in r]),
                 "p50": round(statistics.median(medians), 3), "rounds": len(medians), "rounds_timed": timed,

@@ -149,13 +149,18 @@ def test_verifier_times_more_rounds_while_no_round_ran_in_parallel(built, monkey
 
 def test_kept_rounds_and_summaries_compare_like_with_like():
     from distilprune.export.latency_rounds import ratio, summarize
-    from distilprune.export.runtime import kept_rounds
+    from distilprune.config.schema import ExportConfig
+    from distilprune.export.runtime import PARALLEL_WAIT_SECONDS, kept_rounds, more_rounds_wanted
 
     assert kept_rounds(4, [1.8, 1.0, 1.7, 1.1]) == [0, 2]  # within 1.25x of the best round's 1.8
     assert kept_rounds(3, [1.45, 0.8, 1.4]) == [0, 2]  # a smaller model gains less from a second thread
     assert kept_rounds(3, [1.5, 1.6, 1.9]) == [1, 2]
     assert kept_rounds(3, [1.0, 1.1, 1.15]) == [0, 1, 2]  # never in parallel: nothing better to keep
     assert kept_rounds(2) == [0, 1]  # no probe (one thread)
+    # more rounds while no planned round ran in parallel, until 2 rounds have
+    assert more_rounds_wanted([1.0, 1.1], [1.0, 1.1, 1.5]) and not more_rounds_wanted([1.0, 1.1], [1.0, 1.1, 1.5, 1.6])
+    assert not more_rounds_wanted([1.0, 1.3], [1.0, 1.3]) and not more_rounds_wanted([], [])
+    assert ExportConfig().parallel_wait_seconds == PARALLEL_WAIT_SECONDS == V.PARALLEL_WAIT_SECONDS
     student = summarize([[2.0, 2.0], [4.0, 4.0], [2.2, 2.2]], keep=[0, 2])
     teacher = summarize([[20.0, 20.0], [30.0, 30.0], [22.0, 22.0]], keep=[0, 2])
     assert student["rounds"] == 2 and student["rounds_timed"] == 3 and student["spread"] == [2.0, 2.2]

@@ -51,6 +51,13 @@ def test_rewritten_layer_norms_give_the_fused_graphs_logits(tmp_path, batch, hea
         assert np.abs(got.reshape(reference.shape) - reference).max() < 1e-4
 
 
+def test_recipe_choices_are_the_rewrites_choices():
+    from distilprune.config.schema import CHOICES, ExportConfig
+    from distilprune.export.layer_norm import LAYER_NORM_CHOICES
+
+    assert CHOICES["export.layer_norm"] == LAYER_NORM_CHOICES and ExportConfig().layer_norm == LAYER_NORM_CHOICES[0]
+
+
 def test_onnx_runtime_does_not_fuse_the_rewrite_back(tmp_path):
     """The speed comes from running SimplifiedLayerNormalization instead of a LayerNorm kernel: the
     session's own graph optimizations (all levels) must leave it so."""

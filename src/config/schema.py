@@ -33,7 +33,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.strategy": ("auto", "ddp", "fsdp"),
     "train.padding": ("dynamic", "max_length"),
     "export.gpu": ("auto", "off"),
-    "export.layer_norm": ("centered_rms", "fused"),  # distilprune.export.layer_norm.LAYER_NORM_CHOICES
+    "export.layer_norm": ("centered_rms", "fused"),  # = export.layer_norm.LAYER_NORM_CHOICES (a test keeps them in step)
 }
 
 
