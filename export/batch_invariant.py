@@ -206,6 +206,32 @@ def _key_length(graph: onnx.GraphProto, key_length: int | None) -> int:
     )
 
 
+def rewrite_linears_per_token(model: onnx.ModelProto, node_names: set[str]) -> None:
+    """Rewrite the weight ``MatMul`` nodes named in ``node_names`` into per-token INT8 linears, in place
+    (same output names, so every consumer is unchanged); every other node is left as it is."""
+    b = _Builder(model)
+    new_nodes: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        b.nodes = []
+        if node.name in node_names and node.op_type == "MatMul" and node.input[1] in b.inits:
+            _per_token_linear(b, node.input[0], b.weight(node.input[1]), node.name, node.output[0])
+        else:
+            b.nodes = [node]
+        new_nodes.extend(b.nodes)
+    _replace_nodes(model, new_nodes)
+
+
+def _replace_nodes(model: onnx.ModelProto, new_nodes: list[onnx.NodeProto]) -> None:
+    """Install ``new_nodes`` as the graph's nodes and drop what the old nodes alone used."""
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    del model.graph.value_info[:]  # recorded shapes of the old graph (a softmax's S columns are now P)
+    used = {name for node in model.graph.node for name in node.input}
+    kept = [init for init in model.graph.initializer if init.name in used]  # drop the replaced fp32 weights
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+
+
 def _rewrite(model: onnx.ModelProto, key_length: int) -> None:
     """Replace Attention, attention Softmax and weight MatMul nodes in place, in topological order."""
     b = _Builder(model)
@@ -226,13 +252,7 @@ def _rewrite(model: onnx.ModelProto, key_length: int) -> None:
         else:
             b.nodes = [node]
         new_nodes.extend(b.nodes)
-    del model.graph.node[:]
-    model.graph.node.extend(new_nodes)
-    del model.graph.value_info[:]  # recorded shapes of the old graph (a softmax's S columns are now P)
-    used = {name for node in model.graph.node for name in node.input}
-    kept = [init for init in model.graph.initializer if init.name in used]  # drop the replaced fp32 weights
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
+    _replace_nodes(model, new_nodes)
 
 
 def quantize_per_token(fp32_path: Path, out_path: Path, key_length: int | None = None) -> dict[str, int]:

@@ -19,8 +19,10 @@ import torch
 from conftest import VOCAB, tiny_bert
 from distilprune.errors import ConfigError, ExportError
 from distilprune.export.onnx_export import check_fusion, count_ops, export_student, ort_session
+from distilprune.export import quantize as quantize_module
 from distilprune.export.quantize import (
     METHODS,
+    ffn_output_linears,
     quantizable_groups,
     quantize_static_int8,
     quantize_with_gate,
@@ -266,3 +268,42 @@ def test_first_method_is_configurable_and_checked(setup, tmp_path):
     assert [a["method"] for a in result["attempts"]] == ["per_channel"] and result["shipped"] == "per_channel"
     with pytest.raises(ConfigError, match="Unknown INT8 method"):
         quantize_with_gate(fp32, tmp_path / "n.onnx", evaluate, 1.0, 0.5, [], None, _p50, first="per_chanel")
+
+
+# ---- ffn_out_per_token ----
+
+def _weight_matmuls(path: Path) -> list[onnx.NodeProto]:
+    graph = onnx.load(str(path)).graph
+    weights = {init.name for init in graph.initializer}
+    return [node for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+
+
+def test_ffn_out_per_token_quantizes_only_the_ffn_outputs_per_token(setup, tmp_path):
+    fp32, evaluate, test_feeds, calibration = setup
+    names = ffn_output_linears(fp32)
+    # found from the graph (the MatMul reading BiasGelu), one per block; the module names agree
+    assert names == ["/layer.0/ffn/lin2/MatMul", "/layer.1/ffn/lin2/MatMul"]
+    int8 = tmp_path / "model.int8.onnx"
+    result = quantize_with_gate(fp32, int8, evaluate, 1.0, 0.1, [], calibration, None, first="ffn_out_per_token")
+    attempt = result["attempts"][0]
+    assert result["shipped"] == "ffn_out_per_token" and attempt["per_token_nodes"] == names
+    ops = count_ops(int8, ("MatMulIntegerToFloat", "ReduceMax", "MatMulInteger", "QAttention", "QEmbedLayerNormalization"))
+    assert ops["MatMulIntegerToFloat"] == 2 and ops["ReduceMax"] == 2  # one per-token linear per FFN output
+    assert ops["QAttention"] == 1 and ops["QEmbedLayerNormalization"] == 1  # the rest as per_channel
+    assert ops["MatMulInteger"] >= 4  # out_lin, lin1 of both blocks, the last block's projections, the head
+    assert _weight_matmuls(int8) == []  # no linear is left in float
+    assert attempt["accuracy"] >= 0.9
+
+
+def test_ffn_out_per_token_without_ffn_activation_is_a_recorded_failure(setup, tmp_path, monkeypatch):
+    fp32, evaluate, _, calibration = setup
+    monkeypatch.setattr(quantize_module, "FFN_ACTIVATION_OPS", ("NoSuchActivation",))
+    assert ffn_output_linears(fp32) == []
+    int8 = tmp_path / "model.int8.onnx"
+    result = quantize_with_gate(fp32, int8, evaluate, 1.0, 0.5, ["per_channel"], calibration, None,
+                                first="ffn_out_per_token")
+    failed, shipped = result["attempts"]
+    assert failed["accuracy"] is None and "no FFN output projection" in failed["error"]
+    assert "per_channel / per_token" in failed["error"]
+    assert shipped["method"] == "per_channel" and result["shipped"] == "per_channel"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx"]

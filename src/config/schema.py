@@ -19,7 +19,7 @@ ATTENTION_TARGETS = ("query", "key", "value", "attn_out")
 SEED_LIMIT = 2**32 - 1
 # Opsets torch's TorchScript ONNX exporter (dynamo=False) supports.
 OPSET_RANGE = (7, 20)
-INT8_METHODS = ("dynamic", "per_channel", "reduce_range", "static", "exclude_sensitive", "per_token")
+INT8_METHODS = ("dynamic", "per_channel", "reduce_range", "static", "exclude_sensitive", "per_token", "ffn_out_per_token")
 # INT8 methods whose output for a text does not depend on what it is batched with (servers batch with these)
 BATCH_INVARIANT_INT8_METHODS = ("static", "per_token")
 # Tasks (distilprune.tasks.TASKS; a test keeps the two in step). Listed here so that loading a recipe
@@ -364,7 +364,8 @@ class ExportConfig:
     int8_method: str = "per_channel"
     """INT8 quantization tried first: per_channel (dynamic INT8, one weight scale per output channel)
     or dynamic (one scale per weight tensor), reduce_range, static, exclude_sensitive, per_token
-    (batch-invariant: one activation scale per token row). per_channel is the default because it ran
+    (batch-invariant: one activation scale per token row), ffn_out_per_token (per_channel, with one
+    activation scale per token row in the FFN output projections only). per_channel is the default because it ran
     at the same latency as per-tensor dynamic and lost less validation accuracy (docs/results.md).
     When the shipped method is not batch-invariant, the bundle also gets model.int8.batched.onnx
     (per_token, through the same accuracy gate) for servers that batch (docs/serving.md)."""
