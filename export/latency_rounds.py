@@ -21,7 +21,8 @@ of all rounds. A ratio between two models is the median over rounds of the per-r
 
 With more than one thread, a probe runs before and after each round of each cell
 (:class:`~distilprune.export.runtime.ParallelProbe`: the first checkpoint's INT8 model on 1 thread and
-on all threads; a round's speedup is the smaller of the two). A shared host sometimes stops running
+on all threads); at the headline cell the round's own samples of that model count as a third probe
+(its 1-thread time right after them against their median), and a round's speedup is the smallest. A shared host sometimes stops running
 one session's threads in parallel for seconds to minutes; rounds whose speedup is far below the
 cell's best (:func:`~distilprune.export.runtime.kept_rounds`) are left out for every model of that
 cell alike, so ratios compare the same rounds, and ``rounds`` / ``rounds_timed`` say how many were
@@ -170,7 +171,10 @@ def _worker(job: dict) -> None:
                 if key not in calls:
                     calls[key] = runners[model["key"]](*cell)
                 samples[model["key"]] = time_samples(calls[key], max(1, request["rewarm"]), request["runs"])
-        print(json.dumps({"samples": samples}), flush=True)
+        answer = {"samples": samples}
+        if probe and cell == probe.cell and job["probe"]["key"] in samples:  # the round's own speedup
+            answer["own_speedup"] = probe.speedup_of(samples[job["probe"]["key"]])
+        print(json.dumps(answer), flush=True)
 
 
 class _Worker:
@@ -226,15 +230,17 @@ def run_job(job: dict, tmp: Path) -> dict:
 
         def one_round(cell: tuple, rewarm: int) -> None:
             nonlocal probed
-            before = probed
+            measured = [probed]  # the probe before the round, the round's own samples, the probe after it
             for worker in workers:
                 answer = worker.ask({"cell": list(cell), "rewarm": rewarm, "runs": per_round[cell == headline]})
                 for key, values in answer["samples"].items():
                     samples.setdefault((key, cell), []).append(values)
+                measured.append(answer.get("own_speedup"))
             if prober:  # the probe after a round is the next round's probe before it
                 probed = prober.ask({"probe": True})["speedup"]
-                if before is not None and probed is not None:  # a round's speedup: the smaller of the two
-                    speedups.setdefault(cell, []).append(min(before, probed))
+                measured.append(probed)
+                if None not in (measured[0], probed):  # a round's speedup: the smallest measured
+                    speedups.setdefault(cell, []).append(min(v for v in measured if v is not None))
 
         for cell in sorted(cells, key=lambda c: c != headline):
             for index in range(rounds):

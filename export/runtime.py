@@ -260,21 +260,29 @@ class ParallelProbe:
     latency taken in such a stretch measures the host, not the model. The probe times one model on 1
     thread and on ``threads`` threads (fixed input, :data:`PROBE_CALLS` calls each) and returns the
     speedup; the timing code keeps the rounds whose probe came close to the best round's
-    (:func:`kept_rounds`).
+    (:func:`kept_rounds`). Where the probe's model is itself timed at the probe's cell, the round's
+    own samples are checked too (:meth:`speedup_of`), and a round counts with the smallest speedup.
     """
 
     def __init__(self, model_path: Path, threads: int, input_ids: np.ndarray, attention_mask: np.ndarray):
         self.single = make_session(model_path, 1)
         self.multi = make_session(model_path, threads)
         self.feed = session_feed(self.single, input_ids, attention_mask)
+        self.cell = tuple(input_ids.shape)  # (batch, seq) of the probe's input
+
+    def _median_ms(self, session) -> float:
+        warm_up(lambda: session.run(None, self.feed), 1, seconds=0)
+        return statistics.median(time_samples(lambda: session.run(None, self.feed), 0, PROBE_CALLS))
 
     def speedup(self) -> float:
         """Median 1-thread time / median all-threads time, each after one untimed call."""
-        times = []
-        for session in (self.single, self.multi):
-            warm_up(lambda: session.run(None, self.feed), 1, seconds=0)  # noqa: B023
-            times.append(statistics.median(time_samples(lambda: session.run(None, self.feed), 0, PROBE_CALLS)))  # noqa: B023
-        return times[0] / times[1]
+        return self._median_ms(self.single) / self._median_ms(self.multi)
+
+    def speedup_of(self, samples: list[float]) -> float:
+        """Median 1-thread time now / median of ``samples``: the all-threads times (ms) of this probe's
+        model at this probe's cell that a round just took. A speedup read from the very samples a
+        round keeps: the host can change state between a probe and the timing, but not inside this."""
+        return self._median_ms(self.single) / statistics.median(samples)
 
 
 def kept_rounds(count: int, speedups: list[float] | None = None) -> list[int]:

@@ -548,7 +548,8 @@ def _measure_grid(bundle: Path, sessions: dict, grid_sizes: dict, threads: int, 
 
     Per cell: p50 = median of the round medians, ``spread`` = their min and max, p95/p99 over all samples.
     With more than one thread the parallel-threads probe (runtime.ParallelProbe) runs before and after
-    each cell's round (the smaller speedup counts); rounds far below the cell's best speedup are left
+    each cell's round, and at its own cell also checks that round's INT8 samples (the smallest speedup
+    counts); rounds far below the cell's best speedup are left
     out (runtime.kept_rounds; ``rounds`` of ``rounds_timed``); when no round ran the threads in
     parallel, more rounds are timed for up to ``parallel_wait`` seconds until some do.
     """
@@ -566,7 +567,7 @@ def _measure_grid(bundle: Path, sessions: dict, grid_sizes: dict, threads: int, 
     def one_round(index: int) -> None:
         nonlocal probed
         for batch_size, seq_len in cells:
-            before = probed
+            measured = [probed]  # the probe before the cell's round, its own INT8 samples, the probe after it
             input_ids, attention_mask = random_inputs(batch_size, seq_len, vocab)
             for key, session in sessions.items():
                 if (key, batch_size, seq_len) in errors:
@@ -579,9 +580,11 @@ def _measure_grid(bundle: Path, sessions: dict, grid_sizes: dict, threads: int, 
                                                           f"{str(error).strip()[:300]}")
                     continue
                 samples.setdefault((key, batch_size, seq_len), []).append(taken)
+                if probe is not None and key == "onnx_int8" and (batch_size, seq_len) == probe.cell:
+                    measured.append(probe.speedup_of(taken))  # the probe's own model and cell, just timed
             if probe is not None:  # the probe after this cell's round is the next one's before it
                 probed = probe.speedup()
-                speedups.setdefault((batch_size, seq_len), []).append(min(before, probed))
+                speedups.setdefault((batch_size, seq_len), []).append(min(measured + [probed]))
 
     for index in range(rounds):
         one_round(index)
@@ -638,7 +641,8 @@ def _probe_note(speedups: dict, threads: int) -> str:
     else:
         state = (f"{kept} of {len(values)} cell rounds kept (those within {PARALLEL_RELATIVE}x of their cell's "
                  f"best; the others ran while the host did not run the threads in parallel)")
-    return (f"; parallel-threads probe (model.int8.onnx on 1 and {threads} threads around each cell's round): "
+    return (f"; parallel-threads probe (model.int8.onnx on 1 and {threads} threads around each cell's round, and "
+            f"against its own round at the probe's cell): "
             f"speedups {min(values):.2f}-{max(values):.2f}x, {state}")
 
 

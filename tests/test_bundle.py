@@ -6,6 +6,7 @@ import ast
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,8 @@ def test_verifier_keeps_the_rounds_whose_threads_ran_in_parallel(built, monkeypa
     probes = []
 
     class StandInProbe:  # 4 grid cells per round; rounds 0 and 2 ran in parallel, rounds 1 and 3 did not
+        cell = (0, 0)  # no cell of the grid: the probes around the rounds decide alone
+
         def __init__(self, *args):
             pass
 
@@ -130,6 +133,8 @@ def test_verifier_times_more_rounds_while_no_round_ran_in_parallel(built, monkey
     probes = []
 
     class StandInProbe:
+        cell = (0, 0)
+
         def __init__(self, *args):
             pass
 
@@ -145,6 +150,38 @@ def test_verifier_times_more_rounds_while_no_round_ran_in_parallel(built, monkey
     first, second = result["latency_grid"]["onnx_int8"][:2]  # cell rounds 0, 4, 8, 12 and 1, 5, 9, 13
     assert first["rounds_timed"] == second["rounds_timed"] == 4
     assert first["rounds"] == 4 and second["rounds"] == 1  # never parallel: all kept; parallel once: that one
+
+
+def test_verifier_drops_a_round_whose_own_samples_were_slow_between_parallel_probes(built, monkeypatch):
+    """The probes before and after every round say parallel (1.8x), but the INT8 model's own samples at the
+    probe's cell in round 1 ran at the 1-thread time: that cell round counts with its own speedup (1.0x)
+    and is left out; the other cells, which have no own check, keep every round."""
+    timed = []
+
+    class StandInProbe:
+        def __init__(self, path, threads, input_ids, attention_mask):
+            self.cell = tuple(input_ids.shape)
+
+        def speedup(self):
+            return 1.8
+
+        def speedup_of(self, samples):
+            return 3.0 / statistics.median(samples)  # a 1-thread time of 3 ms
+
+    def slow_in_round_1(fn, warmup, runs):
+        timed.append(fn)
+        return [3.0 if 8 <= len(timed) - 1 < 16 else 1.5] * runs  # 8 calls a round: 4 cells x 2 models
+
+    monkeypatch.setattr(V, "ParallelProbe", StandInProbe)
+    monkeypatch.setattr(V, "time_samples", slow_in_round_1)
+    result = V.verify_bundle(built, threads=2, warmup=0, runs=4, rounds=4)
+    grid = result["latency_grid"]["onnx_int8"]
+    probe_cell = max((c for c in grid if c["batch_size"] == 1 and c["seq_len"] <= 128), key=lambda c: c["seq_len"])
+    assert probe_cell["rounds"] == 3 and probe_cell["rounds_timed"] == 4 and probe_cell["p50"] == 1.5
+    others = [c for c in grid if c is not probe_cell]
+    assert others and all(c["rounds"] == 4 and c["spread"] == [1.5, 3.0] for c in others)
+    (check,) = [c for c in result["checks"] if c["name"] == "latency grid"]
+    assert "speedups 1.00-1.80x, 15 of 16 cell rounds kept" in check["detail"]
 
 
 def test_kept_rounds_and_summaries_compare_like_with_like():
