@@ -87,15 +87,9 @@ def quantize_ffn_out_per_token(fp32_path: Path, out_path: Path) -> dict[str, int
 
     Why: a per-tensor activation scale is set by the tensor's largest value. After GELU a few tokens
     carry values many times larger than the rest, so one scale over the (batch, seq, ffn) tensor leaves
-    most tokens only a few integer levels; one scale per token row keeps each token's resolution. On
-    the extractive-QA student (docs/tasks.md) per_channel lost 1.5 F1, per-token scales on the FFN
-    outputs alone recovered all of it, per-token scales on any other linears recovered at most 0.9
-    F1, and the file ran about 10% faster than per_token everywhere (docs/results.md).
+    most tokens only a few integer levels; one scale per token row keeps each token's resolution.
+    Measured on the extractive-QA student in docs/results.md (``bench/int8_methods.py``).
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from distilprune.export.batch_invariant import rewrite_linears_per_token
-
     names = ffn_output_linears(fp32_path)
     if not names:
         raise ExportError(
@@ -103,9 +97,19 @@ def quantize_ffn_out_per_token(fp32_path: Path, out_path: Path) -> dict[str, int
             f"{', '.join(FFN_ACTIVATION_OPS)}), so ffn_out_per_token has nothing to keep per token. "
             f"Export with export_student (its graph optimization fuses GELU) or use per_channel / per_token."
         )
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".ffn-out-") as work:
+    return quantize_per_channel_with_per_token(fp32_path, out_path, names)
+
+
+def quantize_per_channel_with_per_token(fp32_path: Path, out_path: Path, per_token_nodes: list[str]) -> dict[str, int]:
+    """per_channel dynamic INT8 of ``fp32_path``, except the weight MatMuls named in ``per_token_nodes``,
+    which become per-token INT8 linears (one activation scale per token row, :mod:`batch_invariant`)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from distilprune.export.batch_invariant import rewrite_linears_per_token
+
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".per-token-sites-") as work:
         model = onnx.load(str(fp32_path))
-        rewrite_linears_per_token(model, set(names))
+        rewrite_linears_per_token(model, set(per_token_nodes))
         rewritten, quantized = Path(work) / "rewritten.onnx", Path(work) / "quantized.onnx"
         onnx.save(model, str(rewritten))
         with _quiet():  # the rest exactly as per_channel (the rewritten MatMuls are integer kernels already)
@@ -250,7 +254,7 @@ def _quantize_dynamic(fp32_path: Path, out_path: Path, exclude: list[str]) -> No
         )
 
 
-def _build(
+def build_int8(
     method: str, fp32_path: Path, out_path: Path, work_dir: Path,
     calibration: list[dict[str, np.ndarray]] | None, exclude_top: int, key_length: int | None = None,
 ) -> dict:
@@ -294,7 +298,7 @@ def _attempt(method: str, fp32_path: Path, path: Path, work: Path, calibration, 
              fp32_accuracy: float, max_drop: float, measure_p50, key_length: int | None = None) -> dict:
     """Quantize with ``method`` into ``path`` and score it; a failed quantization is recorded, not raised."""
     try:
-        details = _build(method, fp32_path, path, work, calibration, exclude_top, key_length)
+        details = build_int8(method, fp32_path, path, work, calibration, exclude_top, key_length)
     except ExportError as error:
         return _failed(method, str(error))
     except Exception as error:  # an ORT quantizer bug must not hide the other attempts' results

@@ -104,7 +104,7 @@ def test_bias_input_is_kept_and_a_node_whose_mean_is_read_stays_fused(tmp_path):
 
 @pytest.mark.parametrize("method", ["per_channel", "per_token", "static", "exclude_sensitive"])
 def test_every_int8_method_quantizes_the_rewritten_graph(tmp_path, method):
-    from distilprune.export.quantize import _build
+    from distilprune.export.quantize import build_int8
 
     student = STUDENTS["sequence"]()
     fp32 = export_student(student, tmp_path, quantize=False).fp32_path
@@ -112,7 +112,7 @@ def test_every_int8_method_quantizes_the_rewritten_graph(tmp_path, method):
     calibration = [{"input_ids": rng.integers(5, 40, (4, 12)).astype(np.int64),
                     "attention_mask": np.ones((4, 12), np.int64)} for _ in range(3)]
     out = tmp_path / f"{method}.onnx"
-    _build(method, fp32, out, tmp_path, calibration, exclude_top=1, key_length=16)
+    build_int8(method, fp32, out, tmp_path, calibration, exclude_top=1, key_length=16)
     ops = count_ops(out)
     assert ops["SimplifiedLayerNormalization"] == 4
     assert ops.get("MatMulInteger", 0) + ops.get("MatMulIntegerToFloat", 0) + ops.get("QLinearMatMul", 0) > 0
