@@ -6,7 +6,8 @@ included. :func:`quantize_per_token` rewrites the fused fp32 graph so that nothi
 depends on another row or on how long the batch is padded:
 
 - Every Linear (the fused attentions' Q/K/V projection, the attention output projection, both FFN
-  MatMuls, the last block's separate projections) becomes per-token INT8: ``s = max|x_row| / 127`` (ReduceMax over the hidden axis), ``q = round(x / s) + 128`` as
+  MatMuls, the last block's separate projections) becomes per-token INT8: ``s = max|x_row| / 127`` (ReduceMax over the hidden axis; after GELU or ReLU, whose
+  outputs have a known lower bound, ``max(max(x_row), 0.171) / 127`` without the Abs pass), ``q = round(x / s) + 128`` as
   uint8 (QuantizeLinear with a fixed scale 1 and zero point 128 after dividing by ``s``), an
   integer product against int8 weights with one scale per output channel (``MatMulIntegerToFloat``:
   ``MatMulInteger`` whose output stage applies ``w_scale[channel]``), then ``* s``. Each step is
@@ -47,6 +48,9 @@ PER_TOKEN_OPS = (
 INT8_MAX = 127.0
 # A row of zeros (max |x| = 0) would divide by zero; any positive floor gives q = 128 (zero) there.
 MIN_ROW_MAX = 1e-30
+# Lower bounds of activation outputs (the FFN's, read by its output projection). GELU's minimum is
+# x * Phi(x) at x = -0.752, -0.16997; its tanh form (FastGelu) and QuickGelu stay above -0.171 too.
+ACTIVATION_LOWEST = {"BiasGelu": -0.171, "Gelu": -0.171, "FastGelu": -0.171, "QuickGelu": -0.171, "Relu": 0.0}
 
 
 class _Builder:
@@ -87,11 +91,20 @@ def _quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return quantized, scale
 
 
-def _quantize_rows(b: _Builder, x: str, stem: str) -> tuple[str, str]:
-    """x (..., in) fp32 -> (uint8 (..., in) = round(x / s) + 128, s (..., 1) fp32 = max|x_row| / 127)."""
-    (absx,) = b.op("Abs", [x], f"{stem}/abs")
+def _quantize_rows(b: _Builder, x: str, stem: str, lowest: float | None = None) -> tuple[str, str]:
+    """x (..., in) fp32 -> (uint8 (..., in) = round(x / s) + 128, s (..., 1) fp32 = max|x_row| / 127).
+
+    ``lowest``: a known lower bound (<= 0) of every value of x (an activation's output). Then
+    max(max(x_row), -lowest) bounds max|x_row| from above, so s comes from one ReduceMax without
+    the Abs pass; it equals max|x_row| whenever the row's largest value is at least -lowest, and is
+    never smaller (nothing is clipped)."""
+    if lowest is None:
+        (absx,) = b.op("Abs", [x], f"{stem}/abs")
+        floor = MIN_ROW_MAX
+    else:
+        absx, floor = x, max(-lowest, MIN_ROW_MAX)
     (row_max,) = b.op("ReduceMax", [absx], f"{stem}/rowmax", axes=[-1], keepdims=1)  # (..., 1)
-    (row_max,) = b.op("Max", [row_max, b.const("floor", np.array(MIN_ROW_MAX, np.float32))], f"{stem}/floor")
+    (row_max,) = b.op("Max", [row_max, b.const("floor", np.array(floor, np.float32))], f"{stem}/floor")
     (inv,) = b.op("Div", [b.const("qmax", np.array(INT8_MAX, np.float32)), row_max], f"{stem}/inv")
     (scaled,) = b.op("Mul", [x, inv], f"{stem}/scaled")  # every row now spans [-127, 127]
     (x_u8,) = b.op(
@@ -117,11 +130,19 @@ def _integer_linear(
     return b.op("Mul", [acc, row_max], f"{stem}/rowscale", outputs=[output] if output else 1)[0]
 
 
-def _per_token_linear(b: _Builder, x: str, weight: np.ndarray, stem: str, output: str | None = None) -> str:
+def _per_token_linear(b: _Builder, x: str, weight: np.ndarray, stem: str, output: str | None = None,
+                      lowest: float | None = None) -> str:
     """Emit ``x @ weight`` with per-row activation scales, written to ``output`` (fresh name when None).
-    The fused graph adds every bias later (SkipLayerNormalization, BiasGelu, Add)."""
-    x_u8, row_max = _quantize_rows(b, x, stem)
+    The fused graph adds every bias later (SkipLayerNormalization, BiasGelu, Add). ``lowest``: see
+    :func:`_quantize_rows`."""
+    x_u8, row_max = _quantize_rows(b, x, stem, lowest)
     return _integer_linear(b, x_u8, row_max, weight, stem, output)
+
+
+def _input_lower_bound(graph: onnx.GraphProto) -> dict[str, float]:
+    """Tensor name -> known lower bound, for the outputs of activations in :data:`ACTIVATION_LOWEST`."""
+    return {out: ACTIVATION_LOWEST[node.op_type] for node in graph.node if node.op_type in ACTIVATION_LOWEST
+            for out in node.output[:1]}
 
 
 class _KeyPadding:
@@ -210,11 +231,13 @@ def rewrite_linears_per_token(model: onnx.ModelProto, node_names: set[str]) -> N
     """Rewrite the weight ``MatMul`` nodes named in ``node_names`` into per-token INT8 linears, in place
     (same output names, so every consumer is unchanged); every other node is left as it is."""
     b = _Builder(model)
+    lowest = _input_lower_bound(model.graph)
     new_nodes: list[onnx.NodeProto] = []
     for node in model.graph.node:
         b.nodes = []
         if node.name in node_names and node.op_type == "MatMul" and node.input[1] in b.inits:
-            _per_token_linear(b, node.input[0], b.weight(node.input[1]), node.name, node.output[0])
+            _per_token_linear(b, node.input[0], b.weight(node.input[1]), node.name, node.output[0],
+                              lowest.get(node.input[0]))
         else:
             b.nodes = [node]
         new_nodes.extend(b.nodes)
@@ -236,6 +259,7 @@ def _rewrite(model: onnx.ModelProto, key_length: int) -> None:
     """Replace Attention, attention Softmax and weight MatMul nodes in place, in topological order."""
     b = _Builder(model)
     keys = _KeyPadding(b, key_length)
+    lowest = _input_lower_bound(model.graph)
     new_nodes = list(b.nodes)
     probabilities: set[str] = set()  # outputs of the attention softmaxes
     for node in model.graph.node:
@@ -248,7 +272,8 @@ def _rewrite(model: onnx.ModelProto, key_length: int) -> None:
         elif node.op_type == "MatMul" and node.input[0] in probabilities:
             _pad_values(b, node, keys)
         elif node.op_type == "MatMul" and node.input[1] in b.inits:
-            _per_token_linear(b, node.input[0], b.weight(node.input[1]), node.name, node.output[0])
+            _per_token_linear(b, node.input[0], b.weight(node.input[1]), node.name, node.output[0],
+                              lowest.get(node.input[0]))
         else:
             b.nodes = [node]
         new_nodes.extend(b.nodes)

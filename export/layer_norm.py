@@ -9,8 +9,9 @@ gamma``) takes under 0.1 ms on the same input. LayerNorm is an RMS norm of the r
     SkipLayerNormalization(x, skip, gamma, beta, bias)
       = SimplifiedLayerNormalization(s - mean(s), gamma) + beta,   s = x + skip + bias
 
-computes the same function with the fast kernel: ``Add`` (and ``Add`` of the bias), ``ReduceMean``
-over the hidden axis, ``Sub``, ``SimplifiedLayerNormalization``, ``Add`` of beta. The result differs
+computes the same function with the fast kernel: ``Add`` of the bias (to the linear's output, where
+ONNX Runtime folds it into the INT8 product), ``Add`` of the residual, ``ReduceMean`` over the
+hidden axis, ``Sub``, ``SimplifiedLayerNormalization``, ``Add`` of beta. The result differs
 from the fused kernel by fp32 rounding only (the two compute the variance in a different order).
 Measured on the students' INT8 models this makes the whole model 1.1x to 1.4x faster (the smaller
 the pruned model, the larger LayerNorm's share); ``bench/layer_norm_lowering.py`` measures it side by
@@ -42,16 +43,21 @@ def _default_opset(model: onnx.ModelProto) -> int:
 
 
 def _lower(node: onnx.NodeProto, axes_input: str | None) -> list[onnx.NodeProto]:
-    """One SkipLayerNormalization -> Add [Add bias] ReduceMean Sub SimplifiedLayerNormalization [Add beta]."""
+    """One SkipLayerNormalization -> [Add bias] Add ReduceMean Sub SimplifiedLayerNormalization [Add beta].
+
+    The bias is added to the linear's output first: ONNX Runtime then folds that Add into the INT8
+    product before it (``DynamicQuantizeMatMul``'s bias input), one pass over (batch, seq, hidden) less.
+    """
     epsilon = next((attr.f for attr in node.attribute if attr.name == "epsilon"), 1e-12)
     data, skip, gamma, beta, bias = (list(node.input) + [""] * 5)[:5]
     stem = node.name or node.output[0]
     name = lambda part: f"{stem}/{part}"  # noqa: E731  keeps the layer's name for quantizable_groups
-    nodes = [helper.make_node("Add", [data, skip], [name("sum")], name=name("add_skip"))]
-    total = name("sum")
+    nodes = []
     if bias:
-        nodes.append(helper.make_node("Add", [total, bias], [name("sum_bias")], name=name("add_bias")))
-        total = name("sum_bias")
+        nodes.append(helper.make_node("Add", [data, bias], [name("biased")], name=name("add_bias")))
+        data = name("biased")
+    nodes.append(helper.make_node("Add", [data, skip], [name("sum")], name=name("add_skip")))
+    total = name("sum")
     if axes_input:
         nodes.append(helper.make_node("ReduceMean", [total, axes_input], [name("mean")], name=name("mean"), keepdims=1))
     else:

@@ -88,7 +88,7 @@ def quantize_ffn_out_per_token(fp32_path: Path, out_path: Path) -> dict[str, int
     Why: a per-tensor activation scale is set by the tensor's largest value. After GELU a few tokens
     carry values many times larger than the rest, so one scale over the (batch, seq, ffn) tensor leaves
     most tokens only a few integer levels; one scale per token row keeps each token's resolution.
-    Measured on the extractive-QA student in docs/results.md (``bench/int8_methods.py``).
+    Measured on the extractive-QA student in docs/tasks.md (``bench/int8_methods.py``).
     """
     names = ffn_output_linears(fp32_path)
     if not names:

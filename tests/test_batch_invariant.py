@@ -95,6 +95,8 @@ def test_graph_has_per_token_int8_and_no_batch_wide_quantization(models):
     integer = ops["MatMulIntegerToFloat"]
     assert integer == 3 * fp32_ops["Attention"] + weight_matmuls + fp32_ops["Gemm"] == 14
     assert ops["QuantizeLinear"] == ops["ReduceMax"] == integer - 2 * fp32_ops["Attention"]
+    # the FFN output projections read BiasGelu (bounded below): their row scale needs no Abs pass
+    assert ops["Abs"] == ops["ReduceMax"] - fp32_ops["BiasGelu"] and fp32_ops["BiasGelu"] == 2
     assert ops.get("DynamicQuantizeLinear", 0) == 0 and ops.get("QAttention", 0) == 0
     assert ops["MultiHeadAttention"] == fp32_ops["Attention"] == 1 and ops.get("Attention", 0) == 0
     assert ops["QEmbedLayerNormalization"] == 1 and ops.get("EmbedLayerNormalization", 0) == 0
@@ -135,3 +137,43 @@ def test_graph_without_fused_embeddings_needs_a_key_length(tmp_path):
     with pytest.raises(ExportError, match="key_length"):
         quantize_per_token(raw, tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()
+
+
+def _gelu_linear_model(weight: np.ndarray) -> onnx.ModelProto:
+    """x (rows, 8) -> Gelu -> MatMul(weight (8, 4)): the shape of an FFN output projection."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Gelu", ["x"], ["act"], name="gelu", domain="com.microsoft"),
+             helper.make_node("MatMul", ["act", "w"], ["y"], name="lin2")]
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, None)  # noqa: E731
+    graph = helper.make_graph(nodes, "g", [value("x")], [value("y")], [numpy_helper.from_array(weight, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+                             ir_version=9)
+
+
+def test_row_scale_after_gelu_skips_abs_and_never_clips(tmp_path, monkeypatch):
+    """After GELU (>= -0.17) the row scale is max(max(x_row), 0.171) / 127: no Abs pass; the same
+    scale as max|x_row| / 127 when the row's largest value is at least 0.171, and never smaller."""
+    from distilprune.export import batch_invariant
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(8, 4)).astype(np.float32)
+    x = rng.normal(size=(3, 8)).astype(np.float32)
+    x[2] = np.linspace(-3.0, -0.1, 8)  # GELU output of this row lies in [-0.17, -0.05]: max < 0.171
+    results = {}
+    for name, lowest in (("bounded", batch_invariant.ACTIVATION_LOWEST), ("abs", {})):
+        monkeypatch.setattr(batch_invariant, "ACTIVATION_LOWEST", lowest)
+        model = _gelu_linear_model(weight)
+        batch_invariant.rewrite_linears_per_token(model, {"lin2"})
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(model, str(path))
+        assert count_ops(path).get("Abs", 0) == (0 if name == "bounded" else 1)
+        results[name] = ort_session(path, 1).run(None, {"x": x})[0]
+    fp32_path = tmp_path / "fp32.onnx"
+    onnx.save(_gelu_linear_model(weight), str(fp32_path))
+    exact = ort_session(fp32_path, 1).run(None, {"x": x})[0]
+    assert np.array_equal(results["bounded"][:2], results["abs"][:2])  # rows whose max is >= 0.171
+    # the small row: a coarser scale (0.171 instead of its max |x| of 0.17), still within one step
+    # of 0.171 / 127 per input element, so nothing was clipped
+    step = 0.171 / 127
+    assert np.abs(results["bounded"][2] - exact[2]).max() <= step * np.abs(weight).sum(0).max()

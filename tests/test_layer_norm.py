@@ -71,6 +71,25 @@ def test_onnx_runtime_does_not_fuse_the_rewrite_back(tmp_path):
     assert not any(ops.get(op) for op in ("LayerNormalization", "SkipLayerNormalization"))
 
 
+def test_bias_add_folds_into_the_int8_products(tmp_path):
+    """The rewrite adds each linear's bias to its output first, so ONNX Runtime folds that Add into the
+    per_channel INT8 product before it: no add_bias node is left in the session's graph."""
+    from distilprune.export.quantize import build_int8
+
+    fp32 = export_student(STUDENTS["token"](), tmp_path, quantize=False).fp32_path
+    int8 = tmp_path / "per_channel.onnx"
+    build_int8("per_channel", fp32, int8, tmp_path, None, exclude_top=1)
+    written = [node.name for node in onnx.load(str(int8)).graph.node if node.name.endswith("/add_bias")]
+    assert len(written) == 4  # one per rewritten LayerNorm, in the file
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "as_run.onnx")
+    ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
+    run = onnx.load(str(tmp_path / "as_run.onnx")).graph.node
+    assert not [node.name for node in run if node.name.endswith("/add_bias")]
+    assert sum(node.op_type == "DynamicQuantizeMatMul" and len(node.input) > 4 and bool(node.input[4]) for node in run) >= 4
+
+
 def _skip_layer_norm_model(read_mean: bool) -> onnx.ModelProto:
     hidden = 8
     consts = [numpy_helper.from_array(np.linspace(0.5, 1.5, hidden, dtype=np.float32), "gamma"),

@@ -289,6 +289,7 @@ def test_ffn_out_per_token_quantizes_only_the_ffn_outputs_per_token(setup, tmp_p
     assert result["shipped"] == "ffn_out_per_token" and attempt["per_token_nodes"] == names
     ops = count_ops(int8, ("MatMulIntegerToFloat", "ReduceMax", "MatMulInteger", "QAttention", "QEmbedLayerNormalization"))
     assert ops["MatMulIntegerToFloat"] == 2 and ops["ReduceMax"] == 2  # one per-token linear per FFN output
+    assert count_ops(int8).get("Abs", 0) == 0  # their inputs come from GELU: row scales without an Abs pass
     assert ops["QAttention"] == 1 and ops["QEmbedLayerNormalization"] == 1  # the rest as per_channel
     assert ops["MatMulInteger"] >= 4  # out_lin, lin1 of both blocks, the last block's projections, the head
     assert _weight_matmuls(int8) == []  # no linear is left in float
