@@ -588,12 +588,19 @@ def _measure_grid(bundle: Path, sessions: dict, grid_sizes: dict, threads: int, 
 
     for index in range(rounds):
         one_round(index)
-    # No round ran with the threads in parallel: time more rounds for up to parallel_wait seconds, until
-    # some cell rounds do (the export's timing does the same for its headline cell).
+    # No round of the probe's cell (batch 1, the headline sequence: the cell a budget and a report's
+    # headline are read at) ran with the threads in parallel: time more rounds for up to parallel_wait
+    # seconds, until some do (the export's timing does the same for its headline cell). Without that
+    # cell on the grid, every cell's rounds count.
     extra, started = 0, time.perf_counter()
-    while (samples and more_rounds_wanted([v for c in speedups.values() for v in c[:rounds]],
-                                          [v for c in speedups.values() for v in c])
-           and time.perf_counter() - started < parallel_wait):
+
+    def watched() -> tuple[list[float], list[float]]:
+        """(the planned rounds' speedups, every round's) at the probe's cell, else over every cell."""
+        if probe is not None and probe.cell in speedups:
+            return speedups[probe.cell][:rounds], speedups[probe.cell]
+        return [v for c in speedups.values() for v in c[:rounds]], [v for c in speedups.values() for v in c]
+
+    while samples and more_rounds_wanted(*watched()) and time.perf_counter() - started < parallel_wait:
         one_round(rounds + extra)
         extra += 1
     if extra:
@@ -641,6 +648,10 @@ def _probe_note(speedups: dict, threads: int) -> str:
     else:
         state = (f"{kept} of {len(values)} cell rounds kept (those within {PARALLEL_RELATIVE}x of their cell's "
                  f"best; the others ran while the host did not run the threads in parallel)")
+        never = [f"{b}x{q}" for (b, q), cell in speedups.items() if max(cell) < PARALLEL_MIN_SPEEDUP]
+        if never:  # these cells' p50s may be the host's, not the model's
+            state += (f"; never in parallel at {', '.join(never)} (every round of those kept: their p50 may be "
+                      f"the host's non-parallel speed; rerun later)")
     return (f"; parallel-threads probe (model.int8.onnx on 1 and {threads} threads around each cell's round, and "
             f"against its own round at the probe's cell): "
             f"speedups {min(values):.2f}-{max(values):.2f}x, {state}")

@@ -184,6 +184,38 @@ def test_verifier_drops_a_round_whose_own_samples_were_slow_between_parallel_pro
     assert "speedups 1.00-1.80x, 15 of 16 cell rounds kept" in check["detail"]
 
 
+def test_verifier_waits_for_its_probe_cell_and_names_a_cell_never_in_parallel(built, monkeypatch):
+    """The probes around the rounds say parallel everywhere, but the INT8 model's own samples at the probe's
+    cell (batch 1, the headline sequence) do not: that cell, not the grid as a whole, decides whether more
+    rounds are timed, and a cell that never ran in parallel is named in the check."""
+    own = []
+
+    class StandInProbe:
+        def __init__(self, path, threads, input_ids, attention_mask):
+            self.cell = tuple(input_ids.shape)
+
+        def speedup(self):
+            return 1.8
+
+        def speedup_of(self, samples):
+            own.append(1.0 if len(own) < own_slow else 1.6)
+            return own[-1]
+
+    monkeypatch.setattr(V, "ParallelProbe", StandInProbe)
+    monkeypatch.setattr(V, "time_samples", lambda fn, warmup, runs: [1.0] * runs)
+    own_slow = 10**6  # never parallel at the probe's cell, and no time to wait
+    result = V.verify_bundle(built, threads=2, warmup=0, runs=2, rounds=2, parallel_wait=0)
+    (check,) = [c for c in result["checks"] if c["name"] == "latency grid"]
+    assert re.search(r"never in parallel at 1x\d+ \(", check["detail"]) and "more rounds timed" not in check["detail"]
+
+    own.clear()
+    own_slow = 3  # parallel from the probe cell's 4th round on: 2 more rounds reach 2 parallel ones
+    result = V.verify_bundle(built, threads=2, warmup=0, runs=2, rounds=2, parallel_wait=60)
+    (check,) = [c for c in result["checks"] if c["name"] == "latency grid"]
+    assert "3 more rounds timed because no round of the first 2 ran the threads in parallel" in check["detail"]
+    assert len(own) == 5 and "never in parallel" not in check["detail"]
+
+
 def test_kept_rounds_and_summaries_compare_like_with_like():
     from distilprune.export.latency_rounds import ratio, summarize
     from distilprune.config.schema import ExportConfig
