@@ -22,11 +22,11 @@ of all rounds. A ratio between two models is the median over rounds of the per-r
 With more than one thread, a probe runs before and after each round of each cell
 (:class:`~distilprune.export.runtime.ParallelProbe`: the first checkpoint's INT8 model on 1 thread and
 on all threads); at the headline cell the round's own samples of that model count as a third probe
-(its 1-thread time right after them against their median), and a round's speedup is the smallest. A shared host sometimes stops running
-one session's threads in parallel for seconds to minutes; rounds whose speedup is far below the
-cell's best (:func:`~distilprune.export.runtime.kept_rounds`) are left out for every model of that
-cell alike, so ratios compare the same rounds, and ``rounds`` / ``rounds_timed`` say how many were
-kept. When no headline round ran in parallel, more headline rounds are timed for up to the job's
+(its 1-thread time right after them against their median), and a round's speedup is the smallest.
+A shared host sometimes stops running one session's threads in parallel for seconds to minutes;
+rounds whose speedup is far below the cell's best (:func:`~distilprune.export.runtime.kept_rounds`)
+are left out for every model of that cell alike, so ratios compare the same rounds, and ``rounds`` /
+``rounds_timed`` say how many were kept. When no headline round ran in parallel, more headline rounds are timed for up to the job's
 ``extra_headline_seconds`` (export.parallel_wait_seconds) until some do.
 """
 

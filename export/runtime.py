@@ -280,8 +280,9 @@ class ParallelProbe:
 
     def speedup_of(self, samples: list[float]) -> float:
         """Median 1-thread time now / median of ``samples``: the all-threads times (ms) of this probe's
-        model at this probe's cell that a round just took. A speedup read from the very samples a
-        round keeps: the host can change state between a probe and the timing, but not inside this."""
+        model at this probe's cell that a round just took. It reads the very samples a round keeps
+        (the host can change state between a probe and a round), against a 1-thread time, which the
+        host's state barely moves (docs/results.md, "This machine runs at two speeds")."""
         return self._median_ms(self.single) / statistics.median(samples)
 
 
