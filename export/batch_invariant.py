@@ -232,20 +232,35 @@ def rewrite_linears_per_token(model: onnx.ModelProto, node_names: set[str]) -> N
     (same output names, so every consumer is unchanged); every other node is left as it is."""
     b = _Builder(model)
     lowest = _input_lower_bound(model.graph)
-    new_nodes: list[onnx.NodeProto] = []
+
+    def replace(node: onnx.NodeProto) -> bool:
+        if node.name in node_names and _is_weight_matmul(b, node):
+            _replace_linear(b, node, lowest)
+            return True
+        return False
+
+    _rewrite_nodes(model, b, replace)
+
+
+def _is_weight_matmul(b: _Builder, node: onnx.NodeProto) -> bool:
+    return node.op_type == "MatMul" and node.input[1] in b.inits
+
+
+def _replace_linear(b: _Builder, node: onnx.NodeProto, lowest: dict[str, float]) -> None:
+    """A weight MatMul -> a per-token INT8 linear writing the same output."""
+    _per_token_linear(b, node.input[0], b.weight(node.input[1]), node.name, node.output[0], lowest.get(node.input[0]))
+
+
+def _rewrite_nodes(model: onnx.ModelProto, b: _Builder, replace) -> None:
+    """Walk the graph's nodes in order: ``replace(node)`` emits a node's replacement into ``b.nodes`` and
+    returns True, or returns False to keep the node. Then installs the new nodes (after any that ``b``
+    emitted before the walk) and drops what the old nodes alone used."""
+    new_nodes = list(b.nodes)
     for node in model.graph.node:
         b.nodes = []
-        if node.name in node_names and node.op_type == "MatMul" and node.input[1] in b.inits:
-            _per_token_linear(b, node.input[0], b.weight(node.input[1]), node.name, node.output[0],
-                              lowest.get(node.input[0]))
-        else:
+        if not replace(node):
             b.nodes = [node]
         new_nodes.extend(b.nodes)
-    _replace_nodes(model, new_nodes)
-
-
-def _replace_nodes(model: onnx.ModelProto, new_nodes: list[onnx.NodeProto]) -> None:
-    """Install ``new_nodes`` as the graph's nodes and drop what the old nodes alone used."""
     del model.graph.node[:]
     model.graph.node.extend(new_nodes)
     del model.graph.value_info[:]  # recorded shapes of the old graph (a softmax's S columns are now P)
@@ -258,12 +273,11 @@ def _replace_nodes(model: onnx.ModelProto, new_nodes: list[onnx.NodeProto]) -> N
 def _rewrite(model: onnx.ModelProto, key_length: int) -> None:
     """Replace Attention, attention Softmax and weight MatMul nodes in place, in topological order."""
     b = _Builder(model)
-    keys = _KeyPadding(b, key_length)
+    keys = _KeyPadding(b, key_length)  # its shared nodes come first
     lowest = _input_lower_bound(model.graph)
-    new_nodes = list(b.nodes)
     probabilities: set[str] = set()  # outputs of the attention softmaxes
-    for node in model.graph.node:
-        b.nodes = []
+
+    def replace(node: onnx.NodeProto) -> bool:
         if node.op_type == "Attention" and node.domain == "com.microsoft":
             _replace_attention(b, node, keys)
         elif node.op_type == "Softmax":
@@ -271,13 +285,13 @@ def _rewrite(model: onnx.ModelProto, key_length: int) -> None:
             probabilities.add(node.output[0])
         elif node.op_type == "MatMul" and node.input[0] in probabilities:
             _pad_values(b, node, keys)
-        elif node.op_type == "MatMul" and node.input[1] in b.inits:
-            _per_token_linear(b, node.input[0], b.weight(node.input[1]), node.name, node.output[0],
-                              lowest.get(node.input[0]))
+        elif _is_weight_matmul(b, node):
+            _replace_linear(b, node, lowest)
         else:
-            b.nodes = [node]
-        new_nodes.extend(b.nodes)
-    _replace_nodes(model, new_nodes)
+            return False
+        return True
+
+    _rewrite_nodes(model, b, replace)
 
 
 def quantize_per_token(fp32_path: Path, out_path: Path, key_length: int | None = None) -> dict[str, int]:

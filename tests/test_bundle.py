@@ -152,11 +152,9 @@ def test_verifier_times_more_rounds_while_no_round_ran_in_parallel(built, monkey
     assert first["rounds"] == 4 and second["rounds"] == 1  # never parallel: all kept; parallel once: that one
 
 
-def test_verifier_drops_a_round_whose_own_samples_were_slow_between_parallel_probes(built, monkeypatch):
-    """The probes before and after every round say parallel (1.8x), but the INT8 model's own samples at the
-    probe's cell in round 1 ran at the 1-thread time: that cell round counts with its own speedup (1.0x)
-    and is left out; the other cells, which have no own check, keep every round."""
-    timed = []
+def _probe_at_its_cell(own_speedup):
+    """A stand-in ParallelProbe: 1.8x before and after every round; ``own_speedup(samples)`` for the
+    round's own samples at its cell (batch and sequence of the input it was built with)."""
 
     class StandInProbe:
         def __init__(self, path, threads, input_ids, attention_mask):
@@ -166,7 +164,18 @@ def test_verifier_drops_a_round_whose_own_samples_were_slow_between_parallel_pro
             return 1.8
 
         def speedup_of(self, samples):
-            return 3.0 / statistics.median(samples)  # a 1-thread time of 3 ms
+            return own_speedup(samples)
+
+    return StandInProbe
+
+
+def test_verifier_drops_a_round_whose_own_samples_were_slow_between_parallel_probes(built, monkeypatch):
+    """The probes before and after every round say parallel (1.8x), but the INT8 model's own samples at the
+    probe's cell in round 1 ran at the 1-thread time: that cell round counts with its own speedup (1.0x)
+    and is left out; the other cells, which have no own check, keep every round."""
+    timed = []
+    # the probes around each round: 1.8x; the own check: a 1-thread time of 3 ms against the round's samples
+    StandInProbe = _probe_at_its_cell(lambda samples: 3.0 / statistics.median(samples))
 
     def slow_in_round_1(fn, warmup, runs):
         timed.append(fn)
@@ -190,17 +199,11 @@ def test_verifier_waits_for_its_probe_cell_and_names_a_cell_never_in_parallel(bu
     rounds are timed, and a cell that never ran in parallel is named in the check."""
     own = []
 
-    class StandInProbe:
-        def __init__(self, path, threads, input_ids, attention_mask):
-            self.cell = tuple(input_ids.shape)
+    def own_check(samples):
+        own.append(1.0 if len(own) < own_slow else 1.6)
+        return own[-1]
 
-        def speedup(self):
-            return 1.8
-
-        def speedup_of(self, samples):
-            own.append(1.0 if len(own) < own_slow else 1.6)
-            return own[-1]
-
+    StandInProbe = _probe_at_its_cell(own_check)
     monkeypatch.setattr(V, "ParallelProbe", StandInProbe)
     monkeypatch.setattr(V, "time_samples", lambda fn, warmup, runs: [1.0] * runs)
     own_slow = 10**6  # never parallel at the probe's cell, and no time to wait
