@@ -25,7 +25,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import onnx
 from rich.console import Console
 
 from distilprune.config import load_recipe
@@ -33,15 +32,9 @@ from distilprune.export import measure
 from distilprune.export import run_export as export
 from distilprune.export.latency_rounds import measure_in_child, ratio
 from distilprune.export.onnx_export import ort_session
-from distilprune.export.quantize import build_int8, quantize_per_channel_with_per_token
+from distilprune.export.quantize import build_int8, quantize_per_channel_with_per_token, weight_matmuls
 from distilprune.tasks import task_for
 from distilprune.teacher import load_tokenizer
-
-
-def _weight_matmuls(path: Path) -> list[str]:
-    graph = onnx.load(str(path), load_external_data=False).graph
-    weights = {init.name for init in graph.initializer}
-    return [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
             models[method] = Path(work) / f"{method}.onnx"
             build_int8(method, fp32, models[method], Path(work), ctx.calibration, 2, recipe.data.max_seq_len)
         for site in args.per_token_sites:
-            nodes = [name for name in _weight_matmuls(fp32) if site in name]
+            nodes = [name for name in weight_matmuls(fp32) if site in name]
             if not nodes:
                 sys.exit(f"No weight MatMul of {fp32} has {site!r} in its name.")
             models[f"per_channel + per_token at {site} ({len(nodes)})"] = path = Path(work) / f"site-{len(models)}.onnx"

@@ -26,8 +26,8 @@ on all threads); at the headline cell the round's own samples of that model coun
 A shared host sometimes stops running one session's threads in parallel for seconds to minutes;
 rounds whose speedup is far below the cell's best (:func:`~distilprune.export.runtime.kept_rounds`)
 are left out for every model of that cell alike, so ratios compare the same rounds, and ``rounds`` /
-``rounds_timed`` say how many were kept. When no headline round ran in parallel, more headline rounds are timed for up to the job's
-``extra_headline_seconds`` (export.parallel_wait_seconds) until some do.
+``rounds_timed`` say how many were kept. When no headline round ran in parallel, more headline rounds
+are timed for up to the job's ``extra_headline_seconds`` (export.parallel_wait_seconds) until some do.
 """
 
 from __future__ import annotations

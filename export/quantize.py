@@ -72,18 +72,28 @@ def _check_methods(fallbacks: list[str], first: str) -> list[str]:
 FFN_ACTIVATION_OPS = ("BiasGelu", "Gelu", "FastGelu", "QuickGelu", "Relu")
 
 
+def _weight_matmuls(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The graph's linears: MatMul nodes whose second input is a weight (an initializer)."""
+    weights = {init.name for init in graph.initializer}
+    return [node for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+
+
+def weight_matmuls(fp32_path: Path) -> list[str]:
+    """Names of the linears (weight MatMuls) of the model at ``fp32_path``, in graph order."""
+    return [node.name for node in _weight_matmuls(onnx.load(str(fp32_path), load_external_data=False).graph)]
+
+
 def ffn_output_linears(fp32_path: Path) -> list[str]:
     """Names of the weight MatMuls whose input is an FFN activation: the FFN output projections
     (one per block that has FFN rows), found from the graph's structure, not from module names."""
     graph = onnx.load(str(fp32_path), load_external_data=False).graph
-    weights = {init.name for init in graph.initializer}
     activations = {out for node in graph.node if node.op_type in FFN_ACTIVATION_OPS for out in node.output}
-    return [node.name for node in graph.node
-            if node.op_type == "MatMul" and node.input[0] in activations and node.input[1] in weights]
+    return [node.name for node in _weight_matmuls(graph) if node.input[0] in activations]
 
 
-def quantize_ffn_out_per_token(fp32_path: Path, out_path: Path) -> dict[str, int]:
+def quantize_ffn_out_per_token(fp32_path: Path, out_path: Path) -> list[str]:
     """per_channel dynamic INT8, except the FFN output projections: per-token activation scales there.
+    Returns the names of the nodes made per-token.
 
     Why: a per-tensor activation scale is set by the tensor's largest value. After GELU a few tokens
     carry values many times larger than the rest, so one scale over the (batch, seq, ffn) tensor leaves
@@ -97,7 +107,8 @@ def quantize_ffn_out_per_token(fp32_path: Path, out_path: Path) -> dict[str, int
             f"{', '.join(FFN_ACTIVATION_OPS)}), so ffn_out_per_token has nothing to keep per token. "
             f"Export with export_student (its graph optimization fuses GELU) or use per_channel / per_token."
         )
-    return quantize_per_channel_with_per_token(fp32_path, out_path, names)
+    quantize_per_channel_with_per_token(fp32_path, out_path, names)
+    return names
 
 
 def quantize_per_channel_with_per_token(fp32_path: Path, out_path: Path, per_token_nodes: list[str]) -> dict[str, int]:
@@ -269,8 +280,7 @@ def build_int8(
     elif method == "per_channel":
         quantize_int8(fp32_path, out_path, per_channel=True)
     elif method == "ffn_out_per_token":
-        quantize_ffn_out_per_token(fp32_path, out_path)
-        return {"per_token_nodes": ffn_output_linears(fp32_path)}
+        return {"per_token_nodes": quantize_ffn_out_per_token(fp32_path, out_path)}
     elif method == "reduce_range":
         quantize_int8(fp32_path, out_path, reduce_range=True)
     elif method == "static":

@@ -27,6 +27,7 @@ from distilprune.export.quantize import (
     quantize_static_int8,
     quantize_with_gate,
     sensitive_groups,
+    weight_matmuls,
 )
 from distilprune.students import student_from_teacher
 from distilprune.students.distilbert import MultiHeadSelfAttention
@@ -272,12 +273,6 @@ def test_first_method_is_configurable_and_checked(setup, tmp_path):
 
 # ---- ffn_out_per_token ----
 
-def _weight_matmuls(path: Path) -> list[onnx.NodeProto]:
-    graph = onnx.load(str(path)).graph
-    weights = {init.name for init in graph.initializer}
-    return [node for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
-
-
 def test_ffn_out_per_token_quantizes_only_the_ffn_outputs_per_token(setup, tmp_path):
     fp32, evaluate, test_feeds, calibration = setup
     names = ffn_output_linears(fp32)
@@ -292,7 +287,7 @@ def test_ffn_out_per_token_quantizes_only_the_ffn_outputs_per_token(setup, tmp_p
     assert count_ops(int8).get("Abs", 0) == 0  # their inputs come from GELU: row scales without an Abs pass
     assert ops["QAttention"] == 1 and ops["QEmbedLayerNormalization"] == 1  # the rest as per_channel
     assert ops["MatMulInteger"] >= 4  # out_lin, lin1 of both blocks, the last block's projections, the head
-    assert _weight_matmuls(int8) == []  # no linear is left in float
+    assert weight_matmuls(int8) == []  # no linear is left in float
     assert attempt["accuracy"] >= 0.9
 
 
