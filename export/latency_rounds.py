@@ -56,6 +56,13 @@ MIN_RUNS_PER_ROUND = 10
 # that competes with it for the cores.
 REWARM_CALLS = 2
 REWARM_SECONDS = MIN_WARMUP_SECONDS
+# The grid's other cells (every cell but the headline): at most this many untimed calls before a model's
+# first round, and timed calls per model and round stop once they took GRID_ROUND_SECONDS (at least
+# GRID_MIN_RUNS of them). At 1 thread a 4-layer student in fp32 takes 0.3-0.5 s a call at batch 32 x
+# sequence 128, so the full warmup and split of latency_runs made those cells most of the timing.
+GRID_WARMUP_CALLS = 2
+GRID_ROUND_SECONDS = 0.3
+GRID_MIN_RUNS = 2
 # A measurement whose round medians spread over more than this fraction of their median is flagged.
 NOISY_SPREAD = 0.20
 HEAVY_MODULES = ("torch", "lightning", "wandb", "transformers")
@@ -170,7 +177,8 @@ def _worker(job: dict) -> None:
                 key = (model["key"], cell)
                 if key not in calls:
                     calls[key] = runners[model["key"]](*cell)
-                samples[model["key"]] = time_samples(calls[key], max(1, request["rewarm"]), request["runs"])
+                samples[model["key"]] = time_samples(calls[key], max(1, request["rewarm"]), request["runs"],
+                                                     request.get("max_seconds"), GRID_MIN_RUNS)
         answer = {"samples": samples}
         if probe and cell == probe.cell and job["probe"]["key"] in samples:  # the round's own speedup
             answer["own_speedup"] = probe.speedup_of(samples[job["probe"]["key"]])
@@ -186,6 +194,10 @@ class _Worker:
         self.group = group
         self.process = subprocess.Popen([sys.executable, "-m", "distilprune.export.latency_rounds", "--worker", str(path)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.details: dict = {}
+
+    def ready(self) -> None:
+        """Wait for the process to have built its models (both start together: nothing is timed yet)."""
         self.details = self.ask(None)["details"]
 
     def ask(self, request: dict | None) -> dict:
@@ -220,6 +232,9 @@ def run_job(job: dict, tmp: Path) -> dict:
               "pytorch": [m for m in job["models"] if m["kind"] != "onnx"]}
     workers = [_Worker(name, {**job, "models": models}, tmp) for name, models in groups.items() if models]
     try:
+        for worker in workers:
+            worker.ready()
+        started_timing = time.perf_counter()
         cells = list(dict.fromkeys(tuple(cell) for m in job["models"] for cell in m["cells"]))
         samples: dict[tuple, list[list[float]]] = {}
         speedups: dict[tuple, list[float]] = {}
@@ -232,7 +247,8 @@ def run_job(job: dict, tmp: Path) -> dict:
             nonlocal probed
             measured = [probed]  # the probe before the round, the round's own samples, the probe after it
             for worker in workers:
-                answer = worker.ask({"cell": list(cell), "rewarm": rewarm, "runs": per_round[cell == headline]})
+                answer = worker.ask({"cell": list(cell), "rewarm": rewarm, "runs": per_round[cell == headline],
+                                     "max_seconds": None if cell == headline else GRID_ROUND_SECONDS})
                 for key, values in answer["samples"].items():
                     samples.setdefault((key, cell), []).append(values)
                 measured.append(answer.get("own_speedup"))
@@ -244,7 +260,8 @@ def run_job(job: dict, tmp: Path) -> dict:
 
         for cell in sorted(cells, key=lambda c: c != headline):
             for index in range(rounds):
-                one_round(cell, warmup if index == 0 else REWARM_CALLS if cell == headline else 1)
+                first = warmup if cell == headline else min(warmup, GRID_WARMUP_CALLS)
+                one_round(cell, first if index == 0 else REWARM_CALLS if cell == headline else 1)
         # No headline round ran with the threads in parallel: the host held them back throughout. Time
         # more headline rounds (every model of the cell, probed alike) for up to the job's
         # extra_headline_seconds, until some do; the headline is what every ratio and the selection read.
@@ -275,7 +292,9 @@ def run_job(job: dict, tmp: Path) -> dict:
         "parallel_probe": probe,
         "machine": finals.get("onnx", next(iter(finals.values())))["machine"], "rounds": rounds, "warmup": warmup,
         "runs_per_round": per_round[True], "runs_per_round_elsewhere": per_round[False], "rewarm_calls": REWARM_CALLS,
-        "rewarm_seconds": REWARM_SECONDS, "models": models, "seconds": round(time.perf_counter() - started, 1),
+        "rewarm_seconds": REWARM_SECONDS, "grid_round_seconds": GRID_ROUND_SECONDS, "grid_min_runs": GRID_MIN_RUNS,
+        "grid_warmup_calls": GRID_WARMUP_CALLS, "models": models, "seconds": round(time.perf_counter() - started, 1),
+        "startup_seconds": round(started_timing - started, 1),
         # per process: the ONNX process must show none (numpy and onnxruntime only)
         "heavy_modules_loaded": {group: final["heavy_modules_loaded"] for group, final in finals.items()},
     }

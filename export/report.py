@@ -72,17 +72,32 @@ HEADER = ["model", "format", "density", "params M", "test acc % [95% CI]", "p50 
 
 def _latency_lines(report: dict) -> list[str]:
     setup = report["latency_setup"]
-    head = f"Latency: batch {setup['batch_size']}, sequence {setup['seq_len']}, {setup['threads']} threads, ms. "
+    head = f"Latency: batch {setup['batch_size']}, sequence {setup['seq_len']}, {threads_text(setup['threads'])}, ms. "
     if "rounds" not in setup:
         return [head + f"{setup['warmup']} warmup + {setup['runs']} timed runs, same process.  "]
     return [
         head + f"Every model timed in {setup['process']}: {setup['rounds']} rounds x {setup['runs_per_round']} timed "
-        f"runs per model at this cell ({setup.get('runs_per_round_elsewhere', setup['runs_per_round'])} at the other "
-        f"grid cells; {setup['warmup']} warmup calls before the first round, {setup['rewarm_calls']} (1 at the other "
-        f"cells), for at least {setup.get('rewarm_seconds', 0)} s, before each later one; {setup.get('timing_seconds', '?')} s in all). p50 = {setup['p50']}; spread = {setup['spread']} (\"noisy\" when it exceeds "
+        f"runs per model at this cell ({_elsewhere(setup)} at the other grid cells; {setup['warmup']} warmup calls before "
+        f"the first round{_grid_warmup(setup)}, {setup['rewarm_calls']} (1 at the other cells), for at least {setup.get('rewarm_seconds', 0)} s, before each later one; {setup.get('timing_seconds', '?')} s in all). p50 = {setup['p50']}; spread = {setup['spread']} (\"noisy\" when it exceeds "
         f"{100 * setup['noisy_spread']:.0f}% of the p50); p95 {setup['p95_p99']}; speedups = {setup['ratios']}.  ",
         *_probe_lines(setup),
     ]
+
+
+def _elsewhere(setup: dict) -> str:
+    runs = setup.get("runs_per_round_elsewhere", setup["runs_per_round"])
+    seconds = setup.get("grid_round_seconds")
+    return f"{runs}, fewer once they took {seconds} s, at least {setup['grid_min_runs']}" if seconds else str(runs)
+
+
+def _grid_warmup(setup: dict) -> str:
+    calls = setup.get("grid_warmup_calls")
+    return f" (at most {calls} at the other cells)" if calls is not None else ""
+
+
+def threads_text(threads) -> str:
+    """'1 thread', '2 threads' (any other value as given, for reports missing the field)."""
+    return f"{threads} thread" if threads == 1 else f"{threads} threads"
 
 
 def _probe_lines(setup: dict) -> list[str]:
@@ -146,7 +161,7 @@ def to_markdown(report: dict) -> str:
         f"Run directory: `{report['run_dir']}`  ",
         f"Data: {report['data']['source']} (test rows: {report['data']['rows']['test']})  ",
         f"Machine: {machine['cpu']} ({', '.join(machine['instruction_sets']) or 'ISA unknown'}), "
-        f"{machine['threads']} threads; torch {machine['torch']}, onnxruntime {machine['onnxruntime']}  ",
+        f"{threads_text(machine['threads'])}; torch {machine['torch']}, onnxruntime {machine['onnxruntime']}  ",
         *_latency_lines(report),
         *([f"Teacher: {setup['teacher_forward']}; students: {setup['student_forward']}.  "]
           if "student_forward" in setup else []),
@@ -279,7 +294,7 @@ def _metric_details(report: dict) -> list[str]:
 def _grid_section(report: dict) -> list[str]:
     if not any("latency_grid" in c for c in report["checkpoints"]):
         return []
-    lines = ["", f"## Latency grid (ONNX Runtime, {report['machine']['threads']} threads, ms)", "",
+    lines = ["", f"## Latency grid (ONNX Runtime, {threads_text(report['machine']['threads'])}, ms)", "",
              "| checkpoint | format | batch | seq | p50 | p50 spread | p95 | p99 |", "|---|---|---|---|---|---|---|---|"]
     for ckpt in report["checkpoints"]:
         for fmt, cells in ckpt.get("latency_grid", {}).items():
@@ -337,7 +352,7 @@ def print_report(report: dict, json_path: Path, console: Console | None = None, 
     setup = report["latency_setup"]
     table = Table(
         title=f"{report['recipe']['name']}: test {metric_label(report)} and latency "
-        f"(batch {setup['batch_size']}, seq {setup['seq_len']}, {report['machine']['threads']} threads)"
+        f"(batch {setup['batch_size']}, seq {setup['seq_len']}, {threads_text(report['machine']['threads'])})"
     )
     for name in header(report):
         table.add_column(name, justify="left" if name in ("model", "format") else "right")

@@ -102,7 +102,9 @@ def time_models(report: dict, teacher, checkpoints: list[tuple], rounds: int, vo
         "rounds": timing["rounds"], "runs_per_round": timing["runs_per_round"],
         "runs_per_round_elsewhere": timing["runs_per_round_elsewhere"], "rewarm_calls": timing["rewarm_calls"],
         "rewarm_seconds": timing["rewarm_seconds"],
-        "timing_seconds": timing["seconds"],
+        "grid_warmup_calls": timing["grid_warmup_calls"], "grid_round_seconds": timing["grid_round_seconds"],
+        "grid_min_runs": timing["grid_min_runs"],
+        "timing_seconds": timing["seconds"], "timing_startup_seconds": timing.get("startup_seconds"),
         "process": "two fresh processes after training, driven round by round: ONNX models in one that imports "
                    "only numpy + onnxruntime (as a server), PyTorch models (teacher, students) in the other",
         "heavy_modules_loaded": timing["heavy_modules_loaded"], "noisy_spread": latency_rounds.NOISY_SPREAD,

@@ -225,15 +225,22 @@ def warm_up(fn, calls: int, seconds: float = MIN_WARMUP_SECONDS) -> None:
         done += 1
 
 
-def time_samples(fn, warmup: int, runs: int) -> list[float]:
+def time_samples(fn, warmup: int, runs: int, max_seconds: float | None = None, min_runs: int = 3) -> list[float]:
     """Wall times in milliseconds of ``runs`` calls of ``fn()`` after ``warmup`` untimed calls (lasting
-    at least :data:`MIN_WARMUP_SECONDS` when ``warmup`` > 0)."""
+    at least :data:`MIN_WARMUP_SECONDS` when ``warmup`` > 0). With ``max_seconds``, timing stops early
+    once the timed calls have taken that long and at least ``min_runs`` were made (a slow cell, e.g.
+    batch 32 x sequence 128 in fp32 at hundreds of ms a call, then costs seconds, not tens of seconds)."""
     warm_up(fn, warmup)
     samples = []
+    spent = 0.0
     for _ in range(runs):
         start = time.perf_counter()
         fn()
-        samples.append((time.perf_counter() - start) * 1e3)
+        elapsed = time.perf_counter() - start
+        samples.append(elapsed * 1e3)
+        spent += elapsed
+        if max_seconds is not None and spent >= max_seconds and len(samples) >= min_runs:
+            break
     return samples
 
 

@@ -239,6 +239,37 @@ def test_kept_rounds_and_summaries_compare_like_with_like():
     assert student["p95"] <= 2.2 and ratio(teacher, student) == 10.0  # the kept rounds only, paired
 
 
+def test_time_samples_stops_a_slow_cell_after_its_seconds_but_not_before_min_runs(monkeypatch):
+    clock = {"now": 0.0}
+    monkeypatch.setattr(runtime.time, "perf_counter", lambda: clock["now"])
+
+    def call(seconds):  # a model call that takes ``seconds`` on the fake clock
+        return lambda: clock.__setitem__("now", clock["now"] + seconds)
+
+    assert len(runtime.time_samples(call(0.25), 0, 50, max_seconds=0.6, min_runs=3)) == 3  # 0.75 s >= 0.6 s
+    assert len(runtime.time_samples(call(0.25), 0, 50, max_seconds=0.1, min_runs=3)) == 3  # never under min_runs
+    assert len(runtime.time_samples(call(0.1), 0, 50, max_seconds=0.6, min_runs=3)) == 6
+    assert len(runtime.time_samples(call(0.001), 0, 50, max_seconds=0.6, min_runs=3)) == 50  # runs still bound it
+    assert runtime.time_samples(call(0.25), 0, 4) == [250.0] * 4  # no max_seconds: exactly runs
+
+
+def test_verifier_defaults_to_the_threads_the_bundle_was_measured_with(built, bundle, monkeypatch):
+    assert V.measured_threads(built) == 1  # parity.json's produced_on.threads, as the export wrote it
+    parity = json.loads((bundle / V.PARITY).read_text())
+    parity["produced_on"]["threads"] = 2
+    (bundle / V.PARITY).write_text(json.dumps(parity))
+    assert V.measured_threads(bundle) == 2
+    for broken in (True, 0, "2", None):
+        parity["produced_on"]["threads"] = broken
+        (bundle / V.PARITY).write_text(json.dumps(parity))
+        assert V.measured_threads(bundle) is None
+    (bundle / V.PARITY).unlink()
+    assert V.measured_threads(bundle) is None
+    monkeypatch.setattr(V, "available_threads", lambda: 8)
+    result = V.verify_bundle(built, warmup=1, runs=2, rounds=2, gpu=False)
+    assert result["latency_setup"]["threads"] == 1 and result["machine"]["threads"] == 1
+
+
 def test_fresh_bundle_verifies_with_grid_and_skips_gpu_cleanly(built):
     result = V.verify_bundle(built, threads=1, warmup=1, runs=3)
     assert result["ok"], [c for c in result["checks"] if not c["ok"]]
