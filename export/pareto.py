@@ -125,8 +125,9 @@ def _num(value: float | None, digits: int = 2) -> str:
 
 
 def _threads(pts: list[dict]) -> str:
+    """'1 thread', '2 threads', or '1/2 threads' when the runs compared were timed differently."""
     values = sorted({p["threads"] for p in pts if p.get("threads") is not None})
-    return "/".join(str(v) for v in values) or "?"
+    return "/".join(str(v) for v in values) + (" thread" if values == [1] else " threads") if values else "? threads"
 
 
 def to_markdown(pts: list[dict], fmt: str, batch_size: int, seq_len: int) -> str:
@@ -134,7 +135,7 @@ def to_markdown(pts: list[dict], fmt: str, batch_size: int, seq_len: int) -> str
         f"# Pareto: {_metric(pts)} vs p95 latency ({FORMAT_NAMES.get(fmt, fmt)})",
         "",
         f"Students: {FORMAT_NAMES.get(fmt, fmt)}, p95 at batch {batch_size}, sequence {seq_len}, "
-        f"{_threads(pts)} threads. The teacher (PyTorch fp32, at its report's latency setup) is a reference, "
+        f"{_threads(pts)}. The teacher (PyTorch fp32, at its report's latency setup) is a reference, "
         f"not a candidate. Pareto-optimal: no other checkpoint is at least as accurate and at least as fast.",
         "",
         f"| run | checkpoint | density | {_metric(pts)} % | p95 ms | size MB | pareto |",
@@ -192,7 +193,7 @@ def _plot(pts: list[dict], path: Path, fmt: str, batch_size: int, seq_len: int) 
     ax.set_ylabel(f"test {_metric(pts)} (%)")
     ax.set_title(
         f"Accuracy vs p95 latency: {FORMAT_NAMES.get(fmt, fmt)} students, batch {batch_size}, "
-        f"seq {seq_len}, {_threads(pts)} threads", fontsize=11,
+        f"seq {seq_len}, {_threads(pts)}", fontsize=11,
     )
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.15, y=0.15)  # room for labels and the largest markers at the edges

@@ -1,6 +1,6 @@
 """Verify a serving bundle on this machine: checksums, parity vectors, latency grid and budget.
 
-    python -m distilprune.export.verify <bundle> [--threads 2] [--runs 20] [--budget-ms 10] [--json out.json]
+    python -m distilprune.export.verify <bundle> [--threads N] [--runs 20] [--budget-ms 10] [--json out.json]
     python <bundle>/verify_bundle.py <bundle>          # the copy shipped inside every bundle
 
 Standalone on purpose: the standard library, numpy and onnxruntime only (no distilprune, no torch),
@@ -200,6 +200,14 @@ def _read_json(path: Path) -> tuple[dict | None, str]:
         return None, f"{path.name} is missing"
     except (OSError, ValueError) as error:
         return None, f"{path.name} is not readable JSON ({error})"
+
+
+def measured_threads(bundle: Path) -> int | None:
+    """The intra-op thread count the bundle's own latencies were measured with (parity.json's
+    ``produced_on.threads``, which the export writes with ``export.threads``); None when unknown."""
+    parity, _ = _read_json(Path(bundle) / PARITY)
+    threads = ((parity or {}).get("produced_on") or {}).get("threads")
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
 
 
 def _looks_like_bundle(bundle: Path) -> bool:
@@ -471,7 +479,9 @@ def verify_bundle(
     """Run every check on ``bundle`` and return ``{"ok", "checks", "latency_grid", "gpu", "machine"}``.
 
     Args:
-        threads: ONNX Runtime intra-op threads for parity and latency; None = the CPUs available.
+        threads: ONNX Runtime intra-op threads for parity and latency; None = the threads the bundle's
+            own latencies were measured with (``measured_threads``), at most the CPUs available, so the
+            numbers compare with the bundle's card; the CPUs available when the bundle does not say.
         budget_ms: p95 budget for the INT8 model in ms; overrides input_spec.json's latency_budget.
         grid: measure the latency grid (the budget cell is measured either way when a budget is set).
         gpu: also verify on CUDA when available (False: recorded as skipped).
@@ -494,7 +504,7 @@ def verify_bundle(
             f"{MANIFEST})."
         )
     _ort()  # fail here, as unusable input, when onnxruntime is missing
-    threads = threads or available_threads()
+    threads = threads or min(measured_threads(bundle) or available_threads(), available_threads())
     checks = _Checks()
     _check_manifest(bundle, checks)
     spec, spec_problem = _read_json(bundle / INPUT_SPEC)
@@ -729,7 +739,8 @@ def format_grid(measured: dict[str, list[dict]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path, help="the bundle directory (holds model.onnx and manifest.json)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: CPUs available)")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: the threads the bundle's latencies were "
+                             "measured with, at most the CPUs available)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per latency cell (over all rounds)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="time the grid in this many rounds over all cells, the runs split over them (p50 = median of round medians)")
