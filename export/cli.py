@@ -1,6 +1,6 @@
 """Re-export and re-measure every kept checkpoint of a finished run.
 
-    distilprune export runs/<recipe>/<time> [--checkpoint final] [--threads 2] [--runs 50] [--rounds 10] [export.KEY=VALUE ...]
+    distilprune export runs/<recipe>/<time> [--checkpoint final] [--threads N] [--runs 50] [--rounds 10] [export.KEY=VALUE ...]
     python -m distilprune.export.cli runs/<recipe>/<time> ...      # the same
 
 Writes into ``<run>/reexports/<time>/`` (a new directory each time): nothing the training run wrote

@@ -350,8 +350,14 @@ class ExportConfig:
     latency_seq_len: int = 128
     latency_warmup: int = 10
     latency_runs: int = 50
-    threads: int = 2
-    """Threads for every latency measurement (PyTorch and ONNX Runtime alike)."""
+    threads: int = 1
+    """Intra-op threads for every latency measurement (PyTorch and ONNX Runtime alike). 1 by default
+    because a one-thread p50 is reproducible: on shared hosts (cloud VMs, CI runners) the host may stop
+    running one process's threads in parallel for minutes, which moved 2-thread p50s by 1.5x between
+    fresh processes while 1-thread p50s held within a few percent (docs/results.md, "This machine runs
+    at two speeds"); one thread per request is also how a CPU server with one session per core runs.
+    On a dedicated machine set the serving thread count; with more than one thread a probe checks
+    each timing round (parallel_wait_seconds)."""
     grid_batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
     """Latency grid: batch sizes, crossed with grid_seq_lens, for ONNX fp32 and INT8."""
     grid_seq_lens: list[int] = field(default_factory=lambda: [32, 128])
