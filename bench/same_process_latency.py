@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundles", type=Path, nargs="+")
     parser.add_argument("--teacher-run", type=Path, required=True, help="run directory whose teacher to time")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as export.threads)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--runs", type=int, default=100)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = machine_info(args.threads)
     where = "an onnxruntime-only child process" if args.onnx_process == "own" else "this PyTorch process"
-    print(f"{machine['cpu']} ({', '.join(machine['instruction_sets'])}), {args.threads} threads; batch "
+    print(f"{machine['cpu']} ({', '.join(machine['instruction_sets'])}), {args.threads} thread{'s' if args.threads != 1 else ''}; batch "
           f"{args.batch_size}, sequence {args.seq_len}; {args.rounds} alternating rounds x ({args.warmup} warmup + "
           f"{args.runs} runs); ONNX models timed in {where}")
     median = {name: statistics.median(v) for name, v in p50s.items()}

@@ -77,7 +77,7 @@ def _latency_lines(report: dict) -> list[str]:
         return [head + f"{setup['warmup']} warmup + {setup['runs']} timed runs, same process.  "]
     return [
         head + f"Every model timed in {setup['process']}: {setup['rounds']} rounds x {setup['runs_per_round']} timed "
-        f"runs per model at this cell ({_elsewhere(setup)} at the other grid cells; {setup['warmup']} warmup calls before "
+        f"runs per model at this cell (at the other grid cells {_elsewhere(setup)}; {setup['warmup']} warmup calls before "
         f"the first round{_grid_warmup(setup)}, {setup['rewarm_calls']} (1 at the other cells), for at least {setup.get('rewarm_seconds', 0)} s, before each later one; {setup.get('timing_seconds', '?')} s in all). p50 = {setup['p50']}; spread = {setup['spread']} (\"noisy\" when it exceeds "
         f"{100 * setup['noisy_spread']:.0f}% of the p50); p95 {setup['p95_p99']}; speedups = {setup['ratios']}.  ",
         *_probe_lines(setup),
@@ -87,7 +87,7 @@ def _latency_lines(report: dict) -> list[str]:
 def _elsewhere(setup: dict) -> str:
     runs = setup.get("runs_per_round_elsewhere", setup["runs_per_round"])
     seconds = setup.get("grid_round_seconds")
-    return f"{runs}, fewer once they took {seconds} s, at least {setup['grid_min_runs']}" if seconds else str(runs)
+    return f"{runs}, or fewer once they took {seconds} s, at least {setup['grid_min_runs']}" if seconds else str(runs)
 
 
 def _grid_warmup(setup: dict) -> str:
