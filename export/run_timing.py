@@ -16,6 +16,7 @@ import numpy as np
 
 from distilprune.errors import ExportError
 from distilprune.export import bootstrap, latency_rounds
+from distilprune.export.runtime import never_parallel
 
 ONNX_FORMATS = ("onnx_fp32", "onnx_int8")
 TEACHER_KEY = "teacher/pytorch_fp32"
@@ -128,7 +129,7 @@ def _not_parallel(timing: dict) -> list[str]:
     probe = timing.get("parallel_probe") or {}
     return [f"batch {c['batch_size']}, sequence {c['seq_len']}: probe speedups {min(c['speedups']):.2f}-"
             f"{max(c['speedups']):.2f}x, below {probe['min_speedup']}x in every round"
-            for c in probe.get("cells", []) if max(c["speedups"]) < probe["min_speedup"]]
+            for c in probe.get("cells", []) if never_parallel(c["speedups"], probe["min_speedup"])]
 
 
 def _strictly_smaller(a: dict, b: dict) -> bool:

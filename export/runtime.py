@@ -293,11 +293,17 @@ class ParallelProbe:
         return self._median_ms(self.single) / statistics.median(samples)
 
 
+def never_parallel(speedups: list[float], min_speedup: float = PARALLEL_MIN_SPEEDUP) -> bool:
+    """Whether no round's probe speedup reached ``min_speedup``: the host never ran the threads in
+    parallel while they were timed (or the model gains too little from more threads to tell)."""
+    return max(speedups) < min_speedup
+
+
 def kept_rounds(count: int, speedups: list[float] | None = None) -> list[int]:
     """Indices of the ``count`` rounds to summarize, given each round's probe speedup: those within
     PARALLEL_RELATIVE of the best round's, when the best reached PARALLEL_MIN_SPEEDUP; else all (no
     probe, or the threads never ran in parallel: nothing better to choose)."""
-    if not speedups or len(speedups) != count or max(speedups) < PARALLEL_MIN_SPEEDUP:
+    if not speedups or len(speedups) != count or never_parallel(speedups):
         return list(range(count))
     return [i for i, s in enumerate(speedups) if s >= max(speedups) / PARALLEL_RELATIVE]
 
@@ -306,7 +312,7 @@ def more_rounds_wanted(planned: list[float], every: list[float]) -> bool:
     """Whether to time another round: none of the ``planned`` rounds' probe speedups reached
     PARALLEL_MIN_SPEEDUP, and fewer than PARALLEL_ROUNDS_WANTED of ``every`` round so far (planned and
     extra) have."""
-    return (bool(planned) and max(planned) < PARALLEL_MIN_SPEEDUP
+    return (bool(planned) and never_parallel(planned)
             and sum(s >= PARALLEL_MIN_SPEEDUP for s in every) < PARALLEL_ROUNDS_WANTED)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 if __package__:  # imported as distilprune.export.verify
     from distilprune.export.runtime import (
-        PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads,
+        PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads, never_parallel,
         import_onnxruntime, kept_rounds, machine_info, make_session, more_rounds_wanted, percentiles, random_inputs,
         run_logits, sha256_file, session_feed, time_ms, time_samples, write_atomic,
     )
@@ -37,13 +37,13 @@ else:  # run as a script: the copy inside a bundle (runtime.py copied beside it 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # python -I and runpy do not add it
     try:
         from verify_runtime import (
-            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads,
+            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads, never_parallel,
             import_onnxruntime, kept_rounds, machine_info, make_session, more_rounds_wanted, percentiles, random_inputs,
             run_logits, sha256_file, session_feed, time_ms, time_samples, write_atomic,
         )
     except ImportError:  # export/verify.py run from a source checkout, beside runtime.py
         from runtime import (
-            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads,
+            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads, never_parallel,
             import_onnxruntime, kept_rounds, machine_info, make_session, more_rounds_wanted, percentiles, random_inputs,
             run_logits, sha256_file, session_feed, time_ms, time_samples, write_atomic,
         )
@@ -652,13 +652,13 @@ def _probe_note(speedups: dict, threads: int) -> str:
         return ""
     values = [v for cell in speedups.values() for v in cell]
     kept = sum(len(kept_rounds(len(cell), cell)) for cell in speedups.values())
-    if max(values) < PARALLEL_MIN_SPEEDUP:
+    if never_parallel(values):
         state = (f"below {PARALLEL_MIN_SPEEDUP}x throughout, so every round is kept: the host may not have run "
                  f"the threads in parallel during this measurement (rerun later)")
     else:
         state = (f"{kept} of {len(values)} cell rounds kept (those within {PARALLEL_RELATIVE}x of their cell's "
                  f"best; the others ran while the host did not run the threads in parallel)")
-        never = [f"{b}x{q}" for (b, q), cell in speedups.items() if max(cell) < PARALLEL_MIN_SPEEDUP]
+        never = [f"{b}x{q}" for (b, q), cell in speedups.items() if never_parallel(cell)]
         if never:  # these cells' p50s may be the host's, not the model's
             state += (f"; never in parallel at {', '.join(never)} (every round of those kept: their p50 may be "
                       f"the host's non-parallel speed; rerun later)")
