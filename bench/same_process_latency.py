@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from distilprune.config import load_recipe
     from distilprune.export.measure import latency_inputs, latency_onnx, latency_pytorch, machine_info
+    from distilprune.export.runtime import threads_text
     from distilprune.export.onnx_export import ort_session
     from distilprune.tasks import TASKS
     from distilprune.teacher import load_teacher
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = machine_info(args.threads)
     where = "an onnxruntime-only child process" if args.onnx_process == "own" else "this PyTorch process"
-    print(f"{machine['cpu']} ({', '.join(machine['instruction_sets'])}), {args.threads} thread{'s' if args.threads != 1 else ''}; batch "
+    print(f"{machine['cpu']} ({', '.join(machine['instruction_sets'])}), {threads_text(args.threads)}; batch "
           f"{args.batch_size}, sequence {args.seq_len}; {args.rounds} alternating rounds x ({args.warmup} warmup + "
           f"{args.runs} runs); ONNX models timed in {where}")
     median = {name: statistics.median(v) for name, v in p50s.items()}

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from distilprune.errors import DistilpruneError, ExportError
-from distilprune.export.runtime import replacing, write_atomic
+from distilprune.export.runtime import replacing, threads_text, write_atomic
 
 FORMAT_NAMES = {"onnx_int8": "ONNX INT8", "onnx_fp32": "ONNX fp32", "pytorch_fp32": "PyTorch fp32"}
 
@@ -127,7 +127,7 @@ def _num(value: float | None, digits: int = 2) -> str:
 def _threads(pts: list[dict]) -> str:
     """'1 thread', '2 threads', or '1/2 threads' when the runs compared were timed differently."""
     values = sorted({p["threads"] for p in pts if p.get("threads") is not None})
-    return "/".join(str(v) for v in values) + (" thread" if values == [1] else " threads") if values else "? threads"
+    return threads_text(values[0] if len(values) == 1 else "/".join(str(v) for v in values) or "?")
 
 
 def to_markdown(pts: list[dict], fmt: str, batch_size: int, seq_len: int) -> str:

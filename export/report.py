@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from distilprune.export.runtime import write_atomic
+from distilprune.export.runtime import threads_text, write_atomic
 
 
 def _fmt_pct(value: float | None) -> str:
@@ -93,11 +93,6 @@ def _elsewhere(setup: dict) -> str:
 def _grid_warmup(setup: dict) -> str:
     calls = setup.get("grid_warmup_calls")
     return f" (at most {calls} at the other cells)" if calls is not None else ""
-
-
-def threads_text(threads) -> str:
-    """'1 thread', '2 threads' (any other value as given, for reports missing the field)."""
-    return f"{threads} thread" if threads == 1 else f"{threads} threads"
 
 
 def _probe_lines(setup: dict) -> list[str]:

@@ -48,6 +48,11 @@ def package_version(package: str) -> str:
         return "not installed"
 
 
+def threads_text(threads) -> str:
+    """'1 thread', '2 threads'; any other value (a '1/2' of several runs, a missing '?') as given + 'threads'."""
+    return f"{threads} thread" if threads == 1 else f"{threads} threads"
+
+
 def available_threads() -> int:
     """CPUs this process may run on (respects taskset/cgroup affinity where the OS reports it)."""
     try:

@@ -29,7 +29,8 @@ import numpy as np
 
 if __package__:  # imported as distilprune.export.verify
     from distilprune.export.runtime import (
-        PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads, never_parallel,
+        PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads,
+        never_parallel, threads_text,
         import_onnxruntime, kept_rounds, machine_info, make_session, more_rounds_wanted, percentiles, random_inputs,
         run_logits, sha256_file, session_feed, time_ms, time_samples, write_atomic,
     )
@@ -37,13 +38,15 @@ else:  # run as a script: the copy inside a bundle (runtime.py copied beside it 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # python -I and runpy do not add it
     try:
         from verify_runtime import (
-            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads, never_parallel,
+            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads,
+            never_parallel, threads_text,
             import_onnxruntime, kept_rounds, machine_info, make_session, more_rounds_wanted, percentiles, random_inputs,
             run_logits, sha256_file, session_feed, time_ms, time_samples, write_atomic,
         )
     except ImportError:  # export/verify.py run from a source checkout, beside runtime.py
         from runtime import (
-            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads, never_parallel,
+            PARALLEL_MIN_SPEEDUP, PARALLEL_RELATIVE, PARALLEL_WAIT_SECONDS, ParallelProbe, available_threads,
+            never_parallel, threads_text,
             import_onnxruntime, kept_rounds, machine_info, make_session, more_rounds_wanted, percentiles, random_inputs,
             run_logits, sha256_file, session_feed, time_ms, time_samples, write_atomic,
         )
@@ -632,7 +635,7 @@ def _measure_grid(bundle: Path, sessions: dict, grid_sizes: dict, threads: int, 
     speeds = (f"; round medians more than {TWO_SPEEDS}x apart (the machine changed speed while timing; rerun, or "
               f"use more --rounds): {', '.join(two_speeds)}") if two_speeds else ""
     speeds += _probe_note(speedups, threads)
-    checks.add("latency grid", ok, f"{count} cells measured ({threads} thread{'s' if threads != 1 else ''}, {warmup} warmup, "
+    checks.add("latency grid", ok, f"{count} cells measured ({threads_text(threads)}, {warmup} warmup, "
                                    f"{runs} runs in {rounds} round{'s' if rounds != 1 else ''}){note}{speeds}" if ok
                else "; ".join(list(errors.values()) + [f"{m} could not be loaded" for m in missing]))
 
@@ -695,7 +698,7 @@ def _check_budget(spec, budget_ms, measured, sessions, threads, warmup, runs, vo
             return
     limit = float(budget["p95_ms"])
     ok = cell["p95"] <= limit
-    where = f"batch {batch}, sequence {seq}, {threads} thread{'s' if threads != 1 else ''}{capped}"
+    where = f"batch {batch}, sequence {seq}, {threads_text(threads)}{capped}"
     checks.add(
         "latency budget", ok,
         f"INT8 p95 {cell['p95']:.3f} ms <= budget {limit:g} ms ({where})" if ok else
@@ -739,8 +742,9 @@ def format_grid(measured: dict[str, list[dict]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path, help="the bundle directory (holds model.onnx and manifest.json)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: the threads the bundle's latencies were "
-                             "measured with, at most the CPUs available)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ONNX Runtime intra-op threads (default: those the bundle's latencies were measured with, "
+                             "at most the CPUs available)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per latency cell (over all rounds)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="time the grid in this many rounds over all cells, the runs split over them (p50 = median of round medians)")
@@ -773,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SKIP  gpu: {gpu['status']}")
     machine = result["machine"]
     print(f"machine: {machine['cpu']} [{', '.join(machine['instruction_sets']) or 'no AVX2/AVX-512/AMX flags'}], "
-          f"onnxruntime {machine['onnxruntime']}, {machine['threads']} threads")
+          f"onnxruntime {machine['onnxruntime']}, {threads_text(machine['threads'])}")
     measured = dict(result["latency_grid"])
     measured.update(gpu.get("latency_grid", {}))
     if measured:
