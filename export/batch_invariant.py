@@ -234,7 +234,7 @@ def rewrite_linears_per_token(model: onnx.ModelProto, node_names: set[str]) -> N
     lowest = _input_lower_bound(model.graph)
 
     def replace(node: onnx.NodeProto) -> bool:
-        if node.name in node_names and _is_weight_matmul(b, node):
+        if node.name in node_names and is_weight_matmul(node, b.inits):
             _replace_linear(b, node, lowest)
             return True
         return False
@@ -242,8 +242,9 @@ def rewrite_linears_per_token(model: onnx.ModelProto, node_names: set[str]) -> N
     _rewrite_nodes(model, b, replace)
 
 
-def _is_weight_matmul(b: _Builder, node: onnx.NodeProto) -> bool:
-    return node.op_type == "MatMul" and node.input[1] in b.inits
+def is_weight_matmul(node: onnx.NodeProto, initializers) -> bool:
+    """Whether ``node`` is a linear: a MatMul whose second input is a weight (a name in ``initializers``)."""
+    return node.op_type == "MatMul" and node.input[1] in initializers
 
 
 def _replace_linear(b: _Builder, node: onnx.NodeProto, lowest: dict[str, float]) -> None:
@@ -285,7 +286,7 @@ def _rewrite(model: onnx.ModelProto, key_length: int) -> None:
             probabilities.add(node.output[0])
         elif node.op_type == "MatMul" and node.input[0] in probabilities:
             _pad_values(b, node, keys)
-        elif _is_weight_matmul(b, node):
+        elif is_weight_matmul(node, b.inits):
             _replace_linear(b, node, lowest)
         else:
             return False

@@ -37,6 +37,7 @@ import onnx
 
 from distilprune.config import INT8_METHODS, ExportConfig
 from distilprune.errors import ConfigError, ExportError
+from distilprune.export.batch_invariant import is_weight_matmul
 from distilprune.export.onnx_export import _quiet, count_ops, file_mb, ort_session, quantize_int8
 from distilprune.export.runtime import run_logits
 
@@ -75,7 +76,7 @@ FFN_ACTIVATION_OPS = ("BiasGelu", "Gelu", "FastGelu", "QuickGelu", "Relu")
 def _weight_matmuls(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     """The graph's linears: MatMul nodes whose second input is a weight (an initializer)."""
     weights = {init.name for init in graph.initializer}
-    return [node for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+    return [node for node in graph.node if is_weight_matmul(node, weights)]
 
 
 def weight_matmuls(fp32_path: Path) -> list[str]:
